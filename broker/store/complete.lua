@@ -1,0 +1,29 @@
+-- Accepts a job's result from the holder of its lease; exactly one result is accepted.
+-- Touches: job:{id}, job:{id}:events, leases, start-deadlines, the idempotency key.
+-- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 result JSON, 6 usage JSON|'',
+--       7 worker timings JSON|'', 8 trailing text, 9 retention_ms
+-- Returns 'ok', 'ended', 'stale' or 'gone' as report.lua does.
+local id, now_ms, result, usage = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'started_ms',
+  'created_ms'})
+if reply then return reply end
+local attempt = tonumber(j[4])
+if ARGV[8] ~= '' then emit(id, {type = 'delta', attempt = attempt, text = ARGV[8]}) end
+
+local timings = {}
+if ARGV[7] ~= '' then timings = cjson.decode(ARGV[7]) end
+local started, created = tonumber(j[7]), tonumber(j[8])
+timings.queued_ms = started - created
+timings.run_ms = now_ms - started
+timings.total_ms = now_ms - created
+if timings.first_token_ms == nil and j[6] ~= '' then
+  timings.first_token_ms = tonumber(j[6]) - started
+end
+local timings_json = cjson.encode(timings)
+if usage == '' then usage = 'null' end
+
+emit(id, '{"type":"done","attempt":' .. attempt .. ',"result":' .. result ..
+  ',"usage":' .. usage .. '}')
+finish(id, 'succeeded', now_ms, tonumber(ARGV[9]),
+  {'result', result, 'usage', usage, 'timings', timings_json})
+return 'ok'

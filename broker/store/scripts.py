@@ -1,0 +1,52 @@
+"""Loads the Lua scripts, each one state transition, and registers them once per client.
+
+Every script is prefixed with `lib.lua` (shared helpers and the key map) and has its key
+prefixes filled in from `keys.py`. redis-py's `register_script` calls EVALSHA and reloads
+the script only on NOSCRIPT, so the script text crosses the wire once per connection pool.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from . import keys
+
+__all__ = ["Scripts"]
+
+_PLACEHOLDERS = {
+    "__JOB_PREFIX__": keys.JOB_PREFIX,
+    "__EVENTS_SUFFIX__": keys.EVENTS_SUFFIX,
+    "__QUEUE_PREFIX__": keys.QUEUE_PREFIX,
+    "__LEASES__": keys.LEASES,
+    "__START_DEADLINES__": keys.START_DEADLINES,
+    "__WAKE_CHANNEL__": keys.WAKE_CHANNEL,
+    "__EVENTS_CHANNEL_PREFIX__": keys.EVENTS_CHANNEL_PREFIX,
+}
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of script `name` (e.g. "claim"), prelude and keys filled in."""
+    text = _read("lib.lua") + "\n" + _read(f"{name}.lua")
+    for placeholder, value in _PLACEHOLDERS.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+class Scripts:
+    """The registered scripts, as explicit attributes."""
+
+    def __init__(self, redis: Any) -> None:
+        self.submit = redis.register_script(source("submit"))
+        self.claim = redis.register_script(source("claim"))
+        self.report = redis.register_script(source("report"))
+        self.complete = redis.register_script(source("complete"))
+        self.fail = redis.register_script(source("fail"))
+        self.cancel = redis.register_script(source("cancel"))
+        self.reap = redis.register_script(source("reap"))

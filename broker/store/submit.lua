@@ -1,0 +1,32 @@
+-- Enqueues a job, or returns the owner's existing job for the same idempotency key.
+-- Touches: job:{id}, job:{id}:events, queue:{model}:{lane}, owner:{owner}:jobs, jobs,
+--          start-deadlines, the idempotency key; publishes wake.
+-- ARGV: 1 id, 2 owner, 3 model, 4 kind, 5 lane, 6 request JSON, 7 max_attempts, 8 now_ms,
+--       9 start_deadline_ms|'', 10 deadline_ms|'', 11 metadata JSON, 12 batch_id|'',
+--       13 idempotency key|'', 14 owner index key, 15 all-jobs key
+-- Returns {job id, 1 if created else 0}.
+local id, owner, model, lane = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local now_ms, start_deadline, idem = tonumber(ARGV[8]), ARGV[9], ARGV[13]
+
+if idem ~= '' then
+  local existing = redis.call('GET', idem)
+  if existing and redis.call('EXISTS', job_key(existing)) == 1 then
+    return {existing, 0}
+  end
+end
+
+redis.call('HSET', job_key(id),
+  'id', id, 'owner', owner, 'model', model, 'kind', ARGV[4], 'lane', lane,
+  'request', ARGV[6], 'status', 'queued', 'attempt', 0, 'max_attempts', ARGV[7],
+  'created_ms', ARGV[8], 'start_deadline_ms', start_deadline, 'deadline_ms', ARGV[10],
+  'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem)
+redis.call('ZADD', queue_key(model, lane), now_ms, id)
+redis.call('ZADD', ARGV[14], now_ms, id)
+redis.call('ZADD', ARGV[15], now_ms, id)
+if start_deadline ~= '' then
+  redis.call('ZADD', START_DEADLINES, tonumber(start_deadline), id)
+end
+if idem ~= '' then redis.call('SET', idem, id) end
+emit(id, {type = 'status', status = 'queued', attempt = 0})
+redis.call('PUBLISH', WAKE_CHANNEL, model)
+return {id, 1}

@@ -1,0 +1,187 @@
+"""`AsyncClient`: the whole client logic, async. `Client` in `_sync.py` only drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from ._http import Requester
+from .errors import (
+    BrokerUnreachable,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
+    WaitTimeout,
+    error_for_status,
+)
+from .schemas import (
+    TERMINAL_STATUSES,
+    Job,
+    JobCreate,
+    JobEvent,
+    JobList,
+    JobStatus,
+    KeyCreated,
+    Kind,
+    Lane,
+    Role,
+    WorkerList,
+    job_event_adapter,
+)
+
+__all__ = ["AsyncClient"]
+
+_WAIT_SLICE_S = 30.0  # one long-poll of GET /v1/jobs/{id}?wait_s=
+_TERMINAL_EVENTS = ("done", "error")
+_MAX_RESUMES = 8  # consecutive drops of an event stream before giving up
+
+
+class AsyncClient:
+    """Talks to a garage broker. Configured by arguments, else `GARAGE_URL` / `GARAGE_API_KEY`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self._http = Requester(url, api_key, http=http, timeout_s=timeout_s)
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # jobs
+
+    async def submit(
+        self,
+        model: str,
+        request: dict[str, Any],
+        *,
+        kind: Kind | str = Kind.chat,
+        lane: Lane | str = Lane.interactive,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> Job:
+        """Queues a job; `request` is the OpenAI-shaped body for `kind`."""
+        spec = JobCreate(model=model, kind=kind, lane=lane, request=request, **options)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = await self._http.request(
+            "POST",
+            "/v1/jobs",
+            json=spec.model_dump(mode="json", exclude_none=True),
+            headers=headers,
+        )
+        return Job.model_validate(body)
+
+    async def get(self, job_id: str, *, wait_s: float = 0) -> Job:
+        timeout = wait_s + 30 if wait_s else None
+        body = await self._http.request(
+            "GET", f"/v1/jobs/{job_id}", params={"wait_s": wait_s or None}, timeout_s=timeout
+        )
+        return Job.model_validate(body)
+
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> Job:
+        """Waits for the job to end; raises unless it succeeded."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
+            job = await self.get(job_id, wait_s=max(0.0, min(remaining, _WAIT_SLICE_S)))
+            if job.status in TERMINAL_STATUSES:
+                return _raise_unless_succeeded(job)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} still {job.status.value} after {timeout_s} s", job)
+
+    async def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(await self._http.request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def list(
+        self,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        status: JobStatus | str | None = None,
+        model: str | None = None,
+    ) -> JobList:
+        params = {"limit": limit, "after": after, "status": status and str(status), "model": model}
+        return JobList.model_validate(await self._http.request("GET", "/v1/jobs", params=params))
+
+    async def events(self, job_id: str, *, after: str | None = None) -> AsyncIterator[JobEvent]:
+        """The job's events until it ends. A dropped connection resumes after the last
+        event received (`Last-Event-ID`), so no event is lost or repeated."""
+        position = after
+        drops = 0
+        while True:
+            try:
+                async for event_id, event in self._read_events(job_id, position):
+                    drops = 0
+                    position = event_id
+                    yield event
+                    if event.type in _TERMINAL_EVENTS:
+                        return
+            except (httpx.TransportError, BrokerUnreachable):
+                pass
+            # The stream broke or closed before the job ended: back off, then resume.
+            drops += 1
+            if drops > _MAX_RESUMES:
+                raise BrokerUnreachable(f"event stream of job {job_id} kept dropping")
+            await asyncio.sleep(min(5.0, 0.1 * 2**drops) * random.uniform(0.5, 1.0))
+
+    async def _read_events(
+        self, job_id: str, position: str | None
+    ) -> AsyncIterator[tuple[str, JobEvent]]:
+        headers = dict(self._http.headers)
+        if position:
+            headers["Last-Event-ID"] = position
+        url = f"{self._http.url}/v1/jobs/{job_id}/events"
+        timeout = httpx.Timeout(None, connect=10.0)
+        async with aconnect_sse(
+            self._http.http, "GET", url, headers=headers, timeout=timeout
+        ) as source:
+            response = source.response
+            if response.status_code >= 400:
+                await response.aread()
+                raise error_for_status(response.status_code, response.json())
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue
+                yield sse.id, job_event_adapter.validate_json(sse.data)
+
+    # keys and fleet
+
+    async def create_key(self, role: Role | str, name: str) -> KeyCreated:
+        body = await self._http.request(
+            "POST", "/v1/admin/keys", json={"role": str(Role(role)), "name": name}
+        )
+        return KeyCreated.model_validate(body)
+
+    async def workers(self) -> WorkerList:
+        return WorkerList.model_validate(await self._http.request("GET", "/v1/workers"))
+
+
+def _raise_unless_succeeded(job: Job) -> Job:
+    if job.status is JobStatus.succeeded:
+        return job
+    message = job.error.message if job.error else job.status.value
+    if job.status is JobStatus.cancelled:
+        raise JobCancelled(f"job {job.id} was cancelled", job)
+    if job.status is JobStatus.expired:
+        raise JobExpired(f"job {job.id} expired: {message}", job)
+    raise JobFailed(f"job {job.id} failed: {message}", job)

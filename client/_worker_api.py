@@ -1,0 +1,57 @@
+"""The broker's worker-side API, as the worker daemon uses it."""
+
+from __future__ import annotations
+
+import httpx
+
+from ._http import Requester
+from .schemas import (
+    CompleteReport,
+    FailReport,
+    LeaseReport,
+    PollReply,
+    PollRequest,
+    ReportReply,
+)
+
+__all__ = ["WorkerAPI"]
+
+
+class WorkerAPI:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._http = Requester(url, api_key, http=http)
+
+    async def poll(self, request: PollRequest) -> PollReply:
+        body = await self._http.request(
+            "POST",
+            "/v1/worker/poll",
+            json=request.model_dump(mode="json"),
+            timeout_s=request.wait_s + 30,
+        )
+        return PollReply.model_validate(body)
+
+    async def report(self, job_id: str, report: LeaseReport) -> ReportReply:
+        return await self._post(job_id, "report", report)
+
+    async def complete(self, job_id: str, report: CompleteReport) -> ReportReply:
+        return await self._post(job_id, "complete", report)
+
+    async def fail(self, job_id: str, report: FailReport) -> ReportReply:
+        return await self._post(job_id, "fail", report)
+
+    async def _post(
+        self, job_id: str, verb: str, body: LeaseReport | CompleteReport | FailReport
+    ) -> ReportReply:
+        reply = await self._http.request(
+            "POST", f"/v1/worker/jobs/{job_id}/{verb}", json=body.model_dump(mode="json")
+        )
+        return ReportReply.model_validate(reply)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

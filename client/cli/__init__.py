@@ -1,0 +1,22 @@
+"""The `garage` command: one click group per noun, each in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from .admin import admin
+from .broker import broker
+from .job import job
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="garage-ai", prog_name="garage")
+def main() -> None:
+    """garage: a pull-based job network that turns GPUs behind NAT into one LLM service."""
+
+
+main.add_command(broker)
+main.add_command(admin)
+main.add_command(job)

@@ -1,0 +1,66 @@
+"""What every CLI command shares: broker options, the client, and error exits.
+
+Exit codes scripts can rely on: 0 ok, 1 the job or request failed, 2 bad usage or input,
+3 the broker could not be reached, 4 authentication or permission refused, 5 not found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import APIError, AuthError, BrokerUnreachable, GarageError, NotFound
+
+__all__ = ["broker_options", "fail", "print_json", "run_async"]
+
+T = TypeVar("T")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
+
+
+def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`--url` and `--api-key`, falling back on GARAGE_URL and GARAGE_API_KEY."""
+    func = click.option(
+        "--api-key", envvar="GARAGE_API_KEY", default=None, help="Bearer key [env GARAGE_API_KEY]."
+    )(func)
+    return click.option(
+        "--url", envvar="GARAGE_URL", default=None, help="Broker URL [env GARAGE_URL]."
+    )(func)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """Runs an async command body and turns garage errors into messages and exit codes."""
+
+    @functools.wraps(coro_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
+        except AuthError as exc:
+            fail(exc.message, EXIT_AUTH)
+        except NotFound as exc:
+            fail(exc.message, EXIT_NOT_FOUND)
+        except APIError as exc:
+            fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
+        except BrokerUnreachable as exc:
+            fail(f"cannot reach the broker: {exc}", EXIT_UNREACHABLE)
+        except GarageError as exc:
+            fail(str(exc), EXIT_FAILED)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def print_json(value: Any) -> None:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    click.echo(json.dumps(value, indent=2))

@@ -1,0 +1,138 @@
+"""Errors the client raises, a small tree to catch at any level:
+
+GarageError
+├── APIError (status, code, message from the broker)
+│   ├── BadRequest (400) · AuthError (401, 403) · NotFound (404)
+│   ├── LeaseLost (409, a worker's lease moved on) · Conflict (409)
+│   ├── RateLimited (429) · Unavailable (503, no capacity)
+│   └── ServerError (5xx)
+├── BrokerUnreachable (no HTTP answer at all)
+└── JobError (job) · JobFailed · JobCancelled · JobExpired · WaitTimeout
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .schemas import Job
+
+__all__ = [
+    "APIError",
+    "AuthError",
+    "BadRequest",
+    "BrokerUnreachable",
+    "Conflict",
+    "GarageError",
+    "JobCancelled",
+    "JobError",
+    "JobExpired",
+    "JobFailed",
+    "LeaseLost",
+    "NotFound",
+    "RateLimited",
+    "ServerError",
+    "Unavailable",
+    "WaitTimeout",
+    "error_for_status",
+]
+
+
+class GarageError(Exception):
+    """Base of every error garage's client raises."""
+
+
+class APIError(GarageError):
+    """The broker answered with an error."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, type: str = ""):
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type
+
+
+class BadRequest(APIError):
+    """The request was malformed or invalid."""
+
+
+class AuthError(APIError):
+    """The key is missing, wrong, or not allowed to do this."""
+
+
+class NotFound(APIError):
+    """No such job, key or resource (or it is not yours)."""
+
+
+class LeaseLost(APIError):
+    """A worker reported on a lease it no longer holds."""
+
+
+class Conflict(APIError):
+    """The resource is in a state that does not allow this."""
+
+
+class RateLimited(APIError):
+    """Too many requests; retry later."""
+
+
+class Unavailable(APIError):
+    """No capacity: no live worker serves the model, or the broker is not ready."""
+
+
+class ServerError(APIError):
+    """The broker failed."""
+
+
+class BrokerUnreachable(GarageError):
+    """No HTTP answer from the broker (connection refused, reset, timed out)."""
+
+
+class JobError(GarageError):
+    """A job did not produce a result."""
+
+    def __init__(self, message: str, job: Job | None = None):
+        super().__init__(message)
+        self.job = job
+
+
+class JobFailed(JobError):
+    """The job failed (non-retryable error, or attempts used up)."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled."""
+
+
+class JobExpired(JobError):
+    """No worker started the job before its start deadline."""
+
+
+class WaitTimeout(JobError):
+    """The job did not finish within the time the caller waited."""
+
+
+def error_for_status(status: int, body: Any) -> APIError:
+    detail = body.get("error") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        message = str(detail.get("message") or "")
+        code, kind = detail.get("code"), str(detail.get("type") or "")
+    else:
+        message, code, kind = str(body)[:500], None, ""
+    cls: type[APIError]
+    if status in (401, 403):
+        cls = AuthError
+    elif status == 404:
+        cls = NotFound
+    elif status == 409:
+        cls = LeaseLost if code == "lease_lost" else Conflict
+    elif status == 429:
+        cls = RateLimited
+    elif status == 503:
+        cls = Unavailable
+    elif status >= 500:
+        cls = ServerError
+    else:
+        cls = BadRequest
+    return cls(status, message, code=code, type=kind)

@@ -1,0 +1,137 @@
+"""Jobs: what a caller submits and what the broker reports back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ._base import In, Out
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Job",
+    "JobCreate",
+    "JobError",
+    "JobList",
+    "JobStatus",
+    "Kind",
+    "Lane",
+    "Timings",
+    "Usage",
+]
+
+
+class JobStatus(StrEnum):
+    queued = "queued"  # waiting in its model's lane for a worker
+    running = "running"  # leased by a worker; the lease is renewed by its reports
+    succeeded = "succeeded"  # a worker posted the result under a live lease
+    failed = "failed"  # a non-retryable error, or attempts used up
+    cancelled = "cancelled"  # cancelled by its owner or an admin
+    expired = "expired"  # not started before its start deadline
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled, JobStatus.expired}
+)
+
+
+class Lane(StrEnum):
+    interactive = "interactive"  # always handed out before batch jobs of the same model
+    batch = "batch"
+
+
+class Kind(StrEnum):
+    chat = "chat"  # body of POST /v1/chat/completions
+    completion = "completion"  # body of POST /v1/completions
+    embedding = "embedding"  # body of POST /v1/embeddings
+
+
+_REQUIRED_FIELD = {Kind.chat: "messages", Kind.completion: "prompt", Kind.embedding: "input"}
+
+
+class Usage(Out):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Timings(Out):
+    """Milliseconds spent in each phase, measured by the broker and the worker."""
+
+    queued_ms: float | None = Field(None, description="Submit to lease of the final attempt.")
+    first_token_ms: float | None = Field(None, description="Lease to first streamed token.")
+    run_ms: float | None = Field(None, description="Lease to result of the final attempt.")
+    total_ms: float | None = Field(None, description="Submit to the terminal status.")
+    backend_ms: float | None = Field(None, description="Time the backend took, as it reports.")
+
+
+class JobError(Out):
+    message: str
+    type: str = "job_error"
+    code: str | None = None
+
+
+class JobCreate(In):
+    """A job to submit. `request` is the OpenAI-shaped body for the job's kind."""
+
+    model: str = Field(min_length=1, max_length=256, description="Model a worker must serve.")
+    kind: Kind = Kind.chat
+    request: dict[str, Any] = Field(description="OpenAI-shaped request body for `kind`.")
+    lane: Lane = Lane.interactive
+    max_attempts: int = Field(3, ge=1, le=20, description="Leases tried before failing.")
+    start_timeout_s: float | None = Field(
+        None, gt=0, le=30 * 86400, description="Expire the job if no worker starts it in time."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=7 * 86400, description="Fail the job if it is not finished in time."
+    )
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _request_fits_kind(self) -> JobCreate:
+        required = _REQUIRED_FIELD[self.kind]
+        if required not in self.request:
+            raise ValueError(f"a {self.kind.value} request needs a '{required}' field")
+        model = self.request.get("model")
+        if model is not None and model != self.model:
+            raise ValueError(f"request.model {model!r} differs from model {self.model!r}")
+        return self
+
+
+class Job(Out):
+    id: str
+    object: Literal["job"] = "job"
+    owner: str
+    model: str
+    kind: Kind
+    lane: Lane
+    request: dict[str, Any]
+    status: JobStatus
+    attempt: int = Field(description="Leases started so far; events carry it.")
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    start_deadline_at: datetime | None = None
+    deadline_at: datetime | None = None
+    worker: str | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    batch_id: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobList(Out):
+    object: Literal["list"] = "list"
+    data: list[Job]
+    has_more: bool = False
+    last_id: str | None = None

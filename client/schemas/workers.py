@@ -1,0 +1,144 @@
+"""The worker side of the wire: long-poll, leases, lease reports and the fleet view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ._base import In, Out
+from .jobs import JobError, Kind, Lane, Timings, Usage
+
+__all__ = [
+    "CompleteReport",
+    "FailReport",
+    "GpuInfo",
+    "Health",
+    "HealthState",
+    "Lease",
+    "LeaseReport",
+    "PollReply",
+    "PollRequest",
+    "ReportReply",
+    "WorkerInfo",
+    "WorkerList",
+]
+
+
+class HealthState(StrEnum):
+    ok = "ok"
+    warn = "warn"  # reported, still pulling work
+    critical = "critical"  # the worker stops pulling until it clears
+
+
+class GpuInfo(Out):
+    """One GPU as NVML reads it. Fields NVML cannot read on a device are None."""
+
+    index: int
+    uuid: str
+    name: str
+    memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    utilization_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    throttle_reasons: list[str] = Field(default_factory=list)
+    ecc_uncorrectable: int | None = None
+
+
+class Health(Out):
+    state: HealthState = HealthState.ok
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PollRequest(In):
+    """A worker asking for work; it also refreshes the worker's entry in the fleet view."""
+
+    worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
+    name: str = Field("", max_length=128)
+    models: list[str] = Field(max_length=256)
+    slots_free: int = Field(ge=0, le=1024, description="Jobs the worker can take now.")
+    slots_total: int = Field(1, ge=1, le=1024)
+    wait_s: float = Field(25.0, ge=0, le=60, description="Longest the poll may park.")
+    backend: str = Field("", max_length=64)
+    version: str = Field("", max_length=64)
+    health: Health = Field(default_factory=Health)
+    gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
+    fallback_after_s: float | None = Field(
+        None, ge=0, description="Take only jobs that waited this long (a fallback worker)."
+    )
+
+    @model_validator(mode="after")
+    def _free_within_total(self) -> PollRequest:
+        if self.slots_free > self.slots_total:
+            raise ValueError("slots_free cannot exceed slots_total")
+        return self
+
+
+class Lease(Out):
+    job_id: str
+    lease_token: str
+    attempt: int
+    model: str
+    kind: Kind
+    lane: Lane
+    request: dict[str, Any]
+    lease_s: float
+    deadline_at: datetime | None = None
+
+
+class PollReply(Out):
+    leases: list[Lease]
+
+
+class LeaseReport(In):
+    """Streamed text and/or a heartbeat; renews the lease."""
+
+    lease_token: str = Field(min_length=1, max_length=128)
+    text: str = Field("", description="Text produced since the last report, in order.")
+
+
+class CompleteReport(In):
+    lease_token: str = Field(min_length=1, max_length=128)
+    result: dict[str, Any] = Field(description="OpenAI-shaped response body.")
+    usage: Usage | None = None
+    timings: Timings | None = None
+    text: str = Field("", description="Trailing streamed text not reported yet.")
+
+
+class FailReport(In):
+    lease_token: str = Field(min_length=1, max_length=128)
+    error: JobError
+    retryable: bool = Field(False, description="Requeue the job if attempts are left.")
+    handback: bool = Field(
+        False, description="The worker gives the job back unstarted (draining); no attempt used."
+    )
+
+
+class ReportReply(Out):
+    cancelled: bool = Field(description="The job was cancelled or ended; stop working on it.")
+    accepted: bool = True
+
+
+class WorkerInfo(Out):
+    worker_id: str
+    name: str
+    owner: str
+    models: list[str]
+    slots_free: int
+    slots_total: int
+    backend: str = ""
+    version: str = ""
+    health: Health = Field(default_factory=Health)
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    fallback_after_s: float | None = None
+    last_seen_at: datetime
+    running: int = 0
+
+
+class WorkerList(Out):
+    object: str = "list"
+    data: list[WorkerInfo]

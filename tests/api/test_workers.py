@@ -1,0 +1,165 @@
+"""The worker side over HTTP: long-poll, lease reports, fencing, the fleet view."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from garage.broker.store import Store
+
+from .conftest import CHAT, new_key, poll_body
+
+
+async def lease_one(http, worker, **kw) -> dict:
+    reply = await http.post("/v1/worker/poll", json=poll_body(**kw), headers=worker)
+    [lease] = reply.json()["leases"]
+    return lease
+
+
+async def test_parked_poll_gets_a_job_the_moment_it_is_queued(
+    http: httpx.AsyncClient, user, worker
+) -> None:
+    polling = asyncio.create_task(
+        http.post("/v1/worker/poll", json=poll_body(wait_s=20), headers=worker)
+    )
+    await asyncio.sleep(0.2)  # the poll is parked (nothing to claim yet)
+    assert not polling.done()
+    submitted_at = time.monotonic()
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    reply = await asyncio.wait_for(polling, 10)
+    handed_out_s = time.monotonic() - submitted_at
+    assert [lease["job_id"] for lease in reply.json()["leases"]] == [job["id"]]
+    assert handed_out_s < 5  # far under the 20 s wait: woken, not timed out
+
+
+async def test_an_enqueue_wakes_one_parked_poll(
+    http: httpx.AsyncClient, user, worker, broker
+) -> None:
+    leases = broker.app.state.broker.store.leases
+    calls = 0
+    original = leases.claim
+
+    async def counting_claim(**kw):
+        nonlocal calls
+        calls += 1
+        return await original(**kw)
+
+    leases.claim = counting_claim
+    try:
+        polls = [
+            asyncio.create_task(
+                http.post(
+                    "/v1/worker/poll", json=poll_body(wait_s=3, worker_id=f"w{i}"), headers=worker
+                )
+            )
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.3)
+        assert calls == 4  # each poll claimed once on arrival, then parked
+        await http.post("/v1/jobs", json=CHAT, headers=user)
+        done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(done.pop().result().json()["leases"]) == 1
+        assert calls == 5  # one woken poll claimed; the other three stayed asleep
+        replies = await asyncio.gather(*pending)
+        assert all(r.json()["leases"] == [] for r in replies)
+    finally:
+        leases.claim = original
+
+
+async def test_poll_hands_out_several_jobs_interactive_first(
+    http: httpx.AsyncClient, user, worker
+) -> None:
+    batch = (await http.post("/v1/jobs", json={**CHAT, "lane": "batch"}, headers=user)).json()
+    inter = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    reply = await http.post("/v1/worker/poll", json=poll_body(slots=5), headers=worker)
+    assert [lease["job_id"] for lease in reply.json()["leases"]] == [inter["id"], batch["id"]]
+
+
+async def test_stale_token_gets_409_and_changes_nothing(
+    http: httpx.AsyncClient, user, worker, broker, store: Store
+) -> None:
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    old = await lease_one(http, worker)
+    broker.clock.advance(31)
+    await store.leases.reap()
+    new = await lease_one(http, worker, worker_id="w2")
+    before = (await http.get(f"/v1/jobs/{job['id']}", headers=user)).json()
+    for verb, body in (
+        ("report", {"text": "spliced"}),
+        ("complete", {"result": {"x": 1}}),
+        ("fail", {"error": {"message": "boom"}}),
+    ):
+        reply = await http.post(
+            f"/v1/worker/jobs/{job['id']}/{verb}",
+            json={"lease_token": old["lease_token"], **body},
+            headers=worker,
+        )
+        assert reply.status_code == 409 and reply.json()["error"]["code"] == "lease_lost"
+    assert (await http.get(f"/v1/jobs/{job['id']}", headers=user)).json() == before
+    ok = await http.post(
+        f"/v1/worker/jobs/{job['id']}/report",
+        json={"lease_token": new["lease_token"]},
+        headers=worker,
+    )
+    assert ok.status_code == 200
+
+
+async def test_a_worker_reports_only_on_its_own_leases(
+    http: httpx.AsyncClient, user, worker
+) -> None:
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    lease = await lease_one(http, worker)
+    other_rig = await new_key(http, "worker", "rig-2")
+    reply = await http.post(
+        f"/v1/worker/jobs/{job['id']}/complete",
+        json={"lease_token": lease["lease_token"], "result": {}},
+        headers=other_rig,
+    )
+    assert reply.status_code == 409
+    as_user = await http.post(
+        f"/v1/worker/jobs/{job['id']}/complete",
+        json={"lease_token": lease["lease_token"], "result": {}},
+        headers=user,
+    )
+    assert as_user.status_code == 403
+
+
+async def test_retryable_fail_requeues_and_restarts_the_stream(
+    http: httpx.AsyncClient, user, worker
+) -> None:
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    lease = await lease_one(http, worker)
+    reply = await http.post(
+        f"/v1/worker/jobs/{job['id']}/fail",
+        json={
+            "lease_token": lease["lease_token"],
+            "error": {"message": "backend went away"},
+            "retryable": True,
+        },
+        headers=worker,
+    )
+    assert reply.json() == {"cancelled": False, "accepted": True}
+    again = await lease_one(http, worker)
+    assert again["attempt"] == 2
+
+
+async def test_fleet_view_shows_polling_workers(http: httpx.AsyncClient, user, worker) -> None:
+    body = {
+        **poll_body(models=("llama3", "qwen"), slots=2),
+        "name": "garage-3090",
+        "gpus": [{"index": 0, "uuid": "GPU-1", "name": "RTX 3090", "temperature_c": 61}],
+    }
+    await http.post("/v1/worker/poll", json=body, headers=worker)
+    fleet = (await http.get("/v1/workers", headers=user)).json()["data"]
+    assert [w["name"] for w in fleet] == ["garage-3090"]
+    assert fleet[0]["models"] == ["llama3", "qwen"]
+    assert fleet[0]["gpus"][0]["temperature_c"] == 61
+
+
+async def test_critical_worker_gets_no_work(http: httpx.AsyncClient, user, worker) -> None:
+    await http.post("/v1/jobs", json=CHAT, headers=user)
+    body = {**poll_body(), "health": {"state": "critical", "reasons": ["GPU 0 at 95°C"]}}
+    reply = await http.post("/v1/worker/poll", json=body, headers=worker)
+    assert reply.json() == {"leases": []}
