@@ -7,8 +7,11 @@ no URL is given), serve until SIGINT/SIGTERM, then stop uvicorn and the store in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -20,6 +23,26 @@ from .store import open_store
 __all__ = ["run", "serve"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGINT/SIGTERM once it has stopped: the signal would
+    kill the process before the store (and the embedded redis-server) is closed."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
@@ -42,7 +65,7 @@ async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | N
             timeout_graceful_shutdown=5,
             log_config=None,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         serving = asyncio.create_task(server.serve())
         # uvicorn exposes readiness only as a flag, so look at it until it flips.
         while not server.started and not serving.done():  # noqa: ASYNC110

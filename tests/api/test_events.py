@@ -6,9 +6,8 @@ import asyncio
 import json
 
 import httpx
-from httpx_sse import aconnect_sse
-
 from garage.broker.store import Store
+from httpx_sse import aconnect_sse
 
 from .conftest import CHAT, poll_body
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from garage.broker.store import Store
 from garage.broker.store.leases import ReportOutcome
 from garage.client.schemas import JobCreate, JobError, JobStatus, Lane, Usage
@@ -45,9 +44,10 @@ async def test_submit_lease_complete(store: Store) -> None:
     assert lease.job_id == job_id and lease.attempt == 1
     assert (await store.jobs.get(job_id)).status == JobStatus.running
 
-    assert await store.leases.report(
-        job_id, token=lease.lease_token, lease_owner="wk", text="Hel"
-    ) == ReportOutcome.ok
+    assert (
+        await store.leases.report(job_id, token=lease.lease_token, lease_owner="wk", text="Hel")
+        == ReportOutcome.ok
+    )
     outcome = await store.leases.complete(
         job_id,
         token=lease.lease_token,
@@ -103,9 +103,10 @@ async def test_stale_token_changes_nothing(store: Store, clock: ManualClock) -> 
         assert await call == ReportOutcome.stale
     assert await store.jobs.get(job_id) == before
     # the right token from the wrong key is stale too
-    assert await store.leases.report(
-        job_id, token=second.lease_token, lease_owner="other-key"
-    ) == ReportOutcome.stale
+    assert (
+        await store.leases.report(job_id, token=second.lease_token, lease_owner="other-key")
+        == ReportOutcome.stale
+    )
 
 
 async def test_requeue_goes_to_the_front_with_restart(store: Store, clock: ManualClock) -> None:
@@ -138,9 +139,10 @@ async def test_renewal_keeps_the_lease(store: Store, clock: ManualClock) -> None
     [lease] = await claim(store)
     for _ in range(5):
         clock.advance(20)
-        assert await store.leases.report(
-            job_id, token=lease.lease_token, lease_owner="wk"
-        ) == ReportOutcome.ok
+        assert (
+            await store.leases.report(job_id, token=lease.lease_token, lease_owner="wk")
+            == ReportOutcome.ok
+        )
         assert (await store.leases.reap()).requeued == 0
     assert (await store.jobs.get(job_id)).status == JobStatus.running
 
@@ -149,13 +151,19 @@ async def test_retryable_failure_requeues_then_fails(store: Store) -> None:
     job_id = await submit(store, max_attempts=2)
     err = JobError(message="backend down", code="backend_unavailable")
     [lease] = await claim(store)
-    assert await store.leases.fail(
-        job_id, token=lease.lease_token, lease_owner="wk", error=err, retryable=True
-    ) == ReportOutcome.requeued
+    assert (
+        await store.leases.fail(
+            job_id, token=lease.lease_token, lease_owner="wk", error=err, retryable=True
+        )
+        == ReportOutcome.requeued
+    )
     [lease] = await claim(store)
-    assert await store.leases.fail(
-        job_id, token=lease.lease_token, lease_owner="wk", error=err, retryable=True
-    ) == ReportOutcome.failed
+    assert (
+        await store.leases.fail(
+            job_id, token=lease.lease_token, lease_owner="wk", error=err, retryable=True
+        )
+        == ReportOutcome.failed
+    )
     job = await store.jobs.get(job_id)
     assert job.status == JobStatus.failed and job.error.message == "backend down"
 
@@ -164,9 +172,10 @@ async def test_non_retryable_failure_fails_at_once(store: Store) -> None:
     job_id = await submit(store)
     [lease] = await claim(store)
     err = JobError(message="model not found", type="invalid_request_error")
-    assert await store.leases.fail(
-        job_id, token=lease.lease_token, lease_owner="wk", error=err
-    ) == ReportOutcome.failed
+    assert (
+        await store.leases.fail(job_id, token=lease.lease_token, lease_owner="wk", error=err)
+        == ReportOutcome.failed
+    )
     assert (await store.jobs.get(job_id)).attempt == 1
 
 
@@ -174,15 +183,24 @@ async def test_handback_uses_no_attempt(store: Store) -> None:
     job_id = await submit(store, max_attempts=1)
     for _ in range(3):
         [lease] = await claim(store)
-        assert await store.leases.fail(
-            job_id, token=lease.lease_token, lease_owner="wk",
-            error=JobError(message="draining"), handback=True,
-        ) == ReportOutcome.requeued
+        assert (
+            await store.leases.fail(
+                job_id,
+                token=lease.lease_token,
+                lease_owner="wk",
+                error=JobError(message="draining"),
+                handback=True,
+            )
+            == ReportOutcome.requeued
+        )
     [lease] = await claim(store)
     assert lease.attempt == 4
-    assert await store.leases.complete(
-        job_id, token=lease.lease_token, lease_owner="wk", result={"ok": 1}
-    ) == ReportOutcome.ok
+    assert (
+        await store.leases.complete(
+            job_id, token=lease.lease_token, lease_owner="wk", result={"ok": 1}
+        )
+        == ReportOutcome.ok
+    )
 
 
 async def test_cancel_queued(store: Store) -> None:
@@ -196,12 +214,14 @@ async def test_cancel_running_reaches_the_worker(store: Store) -> None:
     job_id = await submit(store)
     [lease] = await claim(store)
     assert (await store.jobs.cancel(job_id)).status == JobStatus.cancelled
-    assert await store.leases.report(
-        job_id, token=lease.lease_token, lease_owner="wk", text="late"
-    ) == ReportOutcome.ended
-    assert await store.leases.complete(
-        job_id, token=lease.lease_token, lease_owner="wk", result={}
-    ) == ReportOutcome.ended
+    assert (
+        await store.leases.report(job_id, token=lease.lease_token, lease_owner="wk", text="late")
+        == ReportOutcome.ended
+    )
+    assert (
+        await store.leases.complete(job_id, token=lease.lease_token, lease_owner="wk", result={})
+        == ReportOutcome.ended
+    )
     job = await store.jobs.get(job_id)
     assert job.status == JobStatus.cancelled and job.result is None
     assert "delta" not in await event_types(store, job_id)
@@ -215,9 +235,12 @@ async def test_terminal_states_never_change(store: Store, clock: ManualClock) ->
     assert (await store.jobs.cancel(job_id)).status == JobStatus.succeeded
     clock.advance(3600 * 2 - 10)
     await store.leases.reap()
-    assert await store.leases.fail(
-        job_id, token=lease.lease_token, lease_owner="wk", error=JobError(message="x")
-    ) == ReportOutcome.ended
+    assert (
+        await store.leases.fail(
+            job_id, token=lease.lease_token, lease_owner="wk", error=JobError(message="x")
+        )
+        == ReportOutcome.ended
+    )
     assert await store.jobs.get(job_id) == before
 
 
@@ -246,9 +269,10 @@ async def test_run_deadline_fails_a_running_job(store: Store, clock: ManualClock
     job_id = await submit(store, timeout_s=10)
     [lease] = await claim(store)
     clock.advance(11)
-    assert await store.leases.report(
-        job_id, token=lease.lease_token, lease_owner="wk"
-    ) == ReportOutcome.ended
+    assert (
+        await store.leases.report(job_id, token=lease.lease_token, lease_owner="wk")
+        == ReportOutcome.ended
+    )
     assert (await store.jobs.get(job_id)).error.code == "deadline_exceeded"
 
 

@@ -1,0 +1,58 @@
+"""`garage broker run` without --redis-url keeps its state across restarts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from ..support import garage_command
+from .conftest import ADMIN_KEY
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+
+
+def test_job_survives_a_sigterm_restart(start_broker, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_broker("--data-dir", str(data_dir), name="first")
+    job = httpx.post(f"{first.url}/v1/jobs", json=CHAT, headers=ADMIN).json()
+    assert first.stop(signal.SIGTERM) == 0
+    assert (data_dir / "appendonlydir").exists() or (data_dir / "appendonly.aof").exists()
+
+    second = start_broker("--data-dir", str(data_dir), name="second")
+    again = httpx.get(f"{second.url}/v1/jobs/{job['id']}", headers=ADMIN)
+    assert again.status_code == 200
+    assert again.json()["status"] == "queued" and again.json()["request"] == job["request"]
+    assert second.stop() == 0
+    assert not (data_dir / "redis.sock").exists()  # the child redis-server stopped too
+
+
+def test_admin_key_create_prints_only_the_key_with_quiet(start_broker, tmp_path: Path) -> None:
+    broker = start_broker("--data-dir", str(tmp_path / "d"))
+    env = {"GARAGE_URL": broker.url, "GARAGE_API_KEY": ADMIN_KEY, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        garage_command("admin", "key", "create", "--role", "user", "--name", "ann", "--quiet"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = out.stdout.strip()
+    assert out.stdout == key + "\n" and key.startswith("gk-u-")
+    assert (
+        httpx.get(f"{broker.url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code
+        == 200
+    )
+
+    refused = subprocess.run(
+        garage_command("admin", "key", "create", "--role", "admin", "--name", "x"),
+        env={**env, "GARAGE_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 4 and "admin" in refused.stderr

@@ -1,0 +1,69 @@
+"""Two broker processes on one Redis act as one service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from .conftest import ADMIN_KEY
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+
+
+async def test_submit_on_one_lease_through_the_other_stream_across(
+    start_broker, redis_url: str, redis
+) -> None:
+    a = start_broker("--redis-url", redis_url, name="a")
+    b = start_broker("--redis-url", redis_url, name="b")
+    async with httpx.AsyncClient(timeout=30) as http:
+        key = (
+            await http.post(
+                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
+            )
+        ).json()["key"]
+        worker = {"Authorization": f"Bearer {key}"}
+
+        # A worker parks on broker B before the job exists; the wake crosses processes.
+        poll = asyncio.create_task(
+            http.post(
+                f"{b.url}/v1/worker/poll",
+                json={"worker_id": "w1", "models": ["m"], "slots_free": 1, "wait_s": 20},
+                headers=worker,
+            )
+        )
+        await asyncio.sleep(0.3)
+        job = (await http.post(f"{a.url}/v1/jobs", json=CHAT, headers=ADMIN)).json()
+        [lease] = (await asyncio.wait_for(poll, 10)).json()["leases"]
+        assert lease["job_id"] == job["id"]
+
+        async def read_on_a() -> list[dict]:
+            seen = []
+            async with aconnect_sse(
+                http, "GET", f"{a.url}/v1/jobs/{job['id']}/events", headers=ADMIN
+            ) as sse:
+                async for event in sse.aiter_sse():
+                    seen.append(json.loads(event.data))
+            return seen
+
+        reader = asyncio.create_task(read_on_a())
+        await asyncio.sleep(0.3)
+        for piece in ("to", "ken", "s"):
+            reply = await http.post(
+                f"{b.url}/v1/worker/jobs/{job['id']}/report",
+                json={"lease_token": lease["lease_token"], "text": piece},
+                headers=worker,
+            )
+            assert reply.status_code == 200
+        await http.post(
+            f"{b.url}/v1/worker/jobs/{job['id']}/complete",
+            json={"lease_token": lease["lease_token"], "result": {"text": "tokens"}},
+            headers=worker,
+        )
+        events = await asyncio.wait_for(reader, 10)
+    assert "".join(e["text"] for e in events if e["type"] == "delta") == "tokens"
+    assert events[-1]["type"] == "done"
+    assert a.stop() == 0 and b.stop() == 0
