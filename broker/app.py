@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+
 from garage.client.schemas import ErrorBody
 
 from . import __version__

@@ -25,7 +25,7 @@ class Broker:
     auth: Authenticator
 
 
-def get_broker(request: Request) -> Broker:
+async def get_broker(request: Request) -> Broker:  # async: FastAPI runs sync deps in threads
     return request.app.state.broker
 
 

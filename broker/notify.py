@@ -1,26 +1,39 @@
-"""Routes this process's pub/sub messages: wakes to parked polls, stream growth to readers.
+"""Routes this process's pub/sub messages to the requests waiting on them.
 
-One Redis subscription per broker process serves every SSE reader and every parked poll.
-A reader of job X subscribes `garage:ev:X` once per process however many readers it has,
-and is woken in memory.
+One Redis subscription per broker process serves every parked poll, every request waiting
+for a job's end, and every SSE reader:
+
+- `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`longpoll.py`).
+- `garage:ended` (a job id) releases the requests in this process waiting for that job.
+  Every process gets every end, which is cheap next to an HTTP request, and saves a
+  SUBSCRIBE per waiting request.
+- `garage:ev:{id}` (a new stream entry) wakes the SSE readers of that job; a process
+  subscribes to it once, however many of its readers follow the job.
+
+What this process did itself (a submit, a completion) it signals at once, without waiting
+for the message to come back from Redis; the echo of a wake it already delivered is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from .longpoll import PollWaiters
 from .store import Store, keys
 
 __all__ = ["Notifier"]
 
+_LOCAL_WAKES_MAX = 10_000
+
 
 class Notifier:
     def __init__(self, store: Store) -> None:
         self.polls = PollWaiters()
-        self._readers: dict[str, set[asyncio.Event]] = {}
+        self._streams: dict[str, set[asyncio.Event]] = {}
+        self._ends: dict[str, set[asyncio.Event]] = {}
+        self._woken_here: set[str] = set()
         self._subscriber = store.subscriber(self._on_message)
 
     async def run(self) -> None:
@@ -32,17 +45,46 @@ class Notifier:
 
     def _on_message(self, channel: str, data: str) -> None:
         if channel == keys.WAKE_CHANNEL:
-            self.polls.wake(data)
+            model, _, job_id = data.rpartition(" ")
+            if job_id in self._woken_here:
+                self._woken_here.discard(job_id)
+            else:
+                self.polls.wake(model)
+        elif channel == keys.ENDED_CHANNEL:
+            self.job_ended(data)
         elif channel.startswith(keys.EVENTS_CHANNEL_PREFIX):
-            job_id = channel[len(keys.EVENTS_CHANNEL_PREFIX) :]
-            for event in self._readers.get(job_id, ()):
+            for event in self._streams.get(channel[len(keys.EVENTS_CHANNEL_PREFIX) :], ()):
                 event.set()
 
+    def job_queued(self, model: str, job_id: str) -> None:
+        """A job this process just queued: wake a local poll now, skip the echo later."""
+        if self.polls.wake(model):
+            if len(self._woken_here) >= _LOCAL_WAKES_MAX:  # echoes lost to a reconnect
+                self._woken_here.clear()
+            self._woken_here.add(job_id)
+
+    def job_ended(self, job_id: str) -> None:
+        for event in self._ends.get(job_id, ()):
+            event.set()
+
+    @contextlib.contextmanager
+    def until_ended(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set when the job ends, for the duration of the block."""
+        ended = asyncio.Event()
+        self._ends.setdefault(job_id, set()).add(ended)
+        try:
+            yield ended
+        finally:
+            waiting = self._ends[job_id]
+            waiting.discard(ended)
+            if not waiting:
+                del self._ends[job_id]
+
     @contextlib.asynccontextmanager
-    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+    async def stream(self, job_id: str) -> AsyncIterator[asyncio.Event]:
         """An event set whenever the job's stream grows, for the duration of the block."""
         changed = asyncio.Event()
-        readers = self._readers.setdefault(job_id, set())
+        readers = self._streams.setdefault(job_id, set())
         first = not readers
         readers.add(changed)
         try:
@@ -52,5 +94,5 @@ class Notifier:
         finally:
             readers.discard(changed)
             if not readers:
-                del self._readers[job_id]
+                del self._streams[job_id]
                 await self._subscriber.remove(keys.events_channel(job_id))

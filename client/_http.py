@@ -9,7 +9,30 @@ import httpx
 from .errors import BrokerUnreachable, error_for_status
 from .settings import ClientSettings
 
-__all__ = ["Requester"]
+__all__ = ["Requester", "new_http_client"]
+
+
+def new_http_client(
+    settings: ClientSettings, *, timeout_s: float | None = None
+) -> httpx.AsyncClient:
+    """An httpx client, sending through aiohttp where that is installed and allowed.
+
+    httpx's own async transport costs about twice as much per request as aiohttp's on the
+    same loop; for a worker that reports every few tokens this is most of its CPU time.
+    """
+    options: dict[str, Any] = {
+        "timeout": httpx.Timeout(timeout_s or settings.timeout_s, connect=10.0),
+        "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    }
+    if settings.http_engine != "httpx":
+        try:
+            from httpx_aiohttp import HttpxAiohttpClient
+        except ImportError:
+            if settings.http_engine == "aiohttp":
+                raise
+        else:
+            return HttpxAiohttpClient(**options)
+    return httpx.AsyncClient(**options)
 
 
 class Requester:
@@ -26,10 +49,7 @@ class Requester:
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s or settings.timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-        )
+        self.http = http or new_http_client(settings, timeout_s=timeout_s)
 
     async def request(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,3 +16,8 @@ class ClientSettings(BaseSettings):
     url: str = Field("http://127.0.0.1:8080", description="Base URL of the broker.")
     api_key: SecretStr | None = Field(None, description="Bearer key for the broker.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request, seconds.")
+    http_engine: Literal["auto", "httpx", "aiohttp"] = Field(
+        "auto",
+        description="What sends HTTP under httpx: 'aiohttp' (httpx-aiohttp, about half the "
+        "per-request cost), 'httpx' (httpcore), or 'auto': aiohttp where it is installed.",
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+
 from garage.broker.store import Store
 from garage.broker.store.embedded import find_redis_server
 

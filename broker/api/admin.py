@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+
 from garage.client.schemas import KeyCreate, KeyCreated, KeyInfo, Role
 
 from ..deps import BrokerDep, Caller

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+
 from garage.client.schemas import TERMINAL_STATUSES, Job, JobCreate, JobList, JobStatus, Role
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
 from ..errors import BadRequest, Conflict, NotFound
+from ..responses import model_response
 from ..store.events import is_event_id
+from ..store.jobs import new_job_id
 
 __all__ = ["router"]
 
@@ -25,6 +29,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 _RECHECK_S = 5.0  # a reader re-reads this often even if a pub/sub message went missing
+_MAX_WAIT_S = 60.0
 _TERMINAL_EVENTS = ("done", "error")
 
 
@@ -36,22 +41,70 @@ async def _visible_job(broker: Broker, caller: Principal, job_id: str) -> Job:
     return job
 
 
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
+
+
+def _preferred_wait_s(prefer: str | None) -> float:
+    """`Prefer: wait=N` (RFC 7240): hold the submit up to N seconds for the result."""
+    found = _PREFER_WAIT.search(prefer or "")
+    return min(float(found.group(1)), _MAX_WAIT_S) if found else 0.0
+
+
+async def _wait_for_end(
+    broker: Broker, job: Job, wait_s: float, ended: asyncio.Event, *, fresh: bool = False
+) -> Job:
+    """The job once it ended, or as it is after `wait_s`. `ended` must have been registered
+    (`Notifier.until_ended`) before `job` was read; `fresh` says nothing could have ended
+    it since, which saves reading its status again."""
+    if wait_s <= 0 or job.status in TERMINAL_STATUSES:
+        return job
+    deadline = time.monotonic() + wait_s
+    while not ended.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if not fresh:
+            status = await broker.store.jobs.status(job.id)
+            if status is None or status in TERMINAL_STATUSES:
+                break
+        fresh = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), min(remaining, _RECHECK_S))
+    return await broker.store.jobs.get(job.id) or job
+
+
 @router.post("", status_code=201, response_model=Job)
 async def submit_job(
     spec: JobCreate,
     broker: BrokerDep,
     caller: Caller,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Job:
-    """Queues a job. The same `Idempotency-Key` from the same owner returns the same job."""
+    prefer: Annotated[
+        str | None, Header(max_length=200, description="`wait=N`: answer once the job ends.")
+    ] = None,
+) -> Response:
+    """Queues a job. The same `Idempotency-Key` from the same owner returns the same job
+    (200 instead of 201). With `Prefer: wait=N` the answer waits up to N seconds for the end."""
     caller.require(Role.user)
-    submitted = await broker.store.jobs.submit(caller.id, spec, idempotency_key=idempotency_key)
-    if not submitted.created:
-        response.status_code = 200
-    job = await broker.store.jobs.get(submitted.job_id)
-    assert job is not None
-    return job
+    job_id = new_job_id(broker.clock())
+    # Listen for the end before the job exists, so no end can slip past unseen.
+    with broker.notifier.until_ended(job_id) as ended:
+        submitted = await broker.store.jobs.submit(
+            caller.id, spec, idempotency_key=idempotency_key, job_id=job_id
+        )
+        if submitted.created:
+            broker.notifier.job_queued(spec.model, job_id)
+        wait_s = _preferred_wait_s(prefer)
+        if submitted.created:
+            job = await _wait_for_end(broker, submitted.job, wait_s, ended, fresh=True)
+        else:
+            with broker.notifier.until_ended(submitted.job_id) as earlier_ended:
+                job = await _wait_for_end(broker, submitted.job, wait_s, earlier_ended)
+    return model_response(
+        job,
+        status_code=201 if submitted.created else 200,
+        headers={"Preference-Applied": f"wait={wait_s:g}"} if wait_s else None,
+    )
 
 
 @router.get("/{job_id}", response_model=Job)
@@ -60,23 +113,12 @@ async def get_job(
     broker: BrokerDep,
     caller: Caller,
     wait_s: Annotated[
-        float, Query(ge=0, le=60, description="Wait up to this long for the job to end.")
+        float, Query(ge=0, le=_MAX_WAIT_S, description="Wait up to this long for the end.")
     ] = 0,
-) -> Job:
-    job = await _visible_job(broker, caller, job_id)
-    if wait_s <= 0 or job.status in TERMINAL_STATUSES:
-        return job
-    deadline = time.monotonic() + wait_s
-    async with broker.notifier.watch(job_id) as changed:
-        while True:
-            changed.clear()
-            status = await broker.store.jobs.status(job_id)
-            remaining = deadline - time.monotonic()
-            if status is None or status in TERMINAL_STATUSES or remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(remaining, _RECHECK_S))
-    return await _visible_job(broker, caller, job_id)
+) -> Response:
+    with broker.notifier.until_ended(job_id) as ended:
+        job = await _visible_job(broker, caller, job_id)
+        return model_response(await _wait_for_end(broker, job, wait_s, ended))
 
 
 @router.get("", response_model=JobList)
@@ -89,26 +131,27 @@ async def list_jobs(
     ] = None,
     status: JobStatus | None = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
-) -> JobList:
+) -> Response:
     """Your jobs, newest first (an admin sees everyone's)."""
     caller.require(Role.user)
     owner = None if caller.role is Role.admin else caller.id
     jobs, more = await broker.store.jobs.list(
         owner, limit=limit, before=after, status=status, model=model
     )
-    return JobList(data=jobs, has_more=more, last_id=jobs[-1].id if jobs else None)
+    return model_response(JobList(data=jobs, has_more=more, last_id=jobs[-1].id if jobs else None))
 
 
 @router.post("/{job_id}/cancel", response_model=Job)
-async def cancel_job(job_id: JobId, broker: BrokerDep, caller: Caller) -> Job:
+async def cancel_job(job_id: JobId, broker: BrokerDep, caller: Caller) -> Response:
     """Cancels a queued or running job; a running job's worker learns on its next report."""
     await _visible_job(broker, caller, job_id)
     outcome = await broker.store.jobs.cancel(job_id)
+    broker.notifier.job_ended(job_id)
     if not outcome.found:
         raise NotFound(f"no job {job_id!r}", param="job_id")
     if outcome.status is not JobStatus.cancelled:
         raise Conflict(f"job {job_id} already ended as {outcome.status.value}", code="job_ended")
-    return await _visible_job(broker, caller, job_id)
+    return model_response(await _visible_job(broker, caller, job_id))
 
 
 async def _readable_stream(
@@ -136,7 +179,7 @@ async def job_events(
 ) -> AsyncIterator[ServerSentEvent]:
     """The job's events as SSE: status, delta, restart, done, error. Resumable with
     `Last-Event-ID` (or `?after=`); ends after `done` or `error`."""
-    async with broker.notifier.watch(job_id) as changed:
+    async with broker.notifier.stream(job_id) as changed:
         while True:
             changed.clear()
             events = await broker.store.events.read(job_id, after=position)

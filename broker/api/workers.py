@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from starlette.types import Message
+
 from garage.client.schemas import (
     CompleteReport,
     FailReport,
@@ -27,11 +30,11 @@ from garage.client.schemas import (
     WorkerInfo,
     WorkerList,
 )
-from starlette.types import Message
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
 from ..errors import LeaseLost, NotFound
+from ..responses import model_response
 from ..store.leases import ReportOutcome
 
 __all__ = ["router"]
@@ -44,15 +47,16 @@ _FALLBACK_RECHECK_S = 1.0  # fallback polls take no wakes; they look again this 
 
 
 @router.post("/v1/worker/poll", response_model=PollReply)
-async def poll(body: PollRequest, request: Request, broker: BrokerDep, caller: Caller) -> PollReply:
+async def poll(body: PollRequest, request: Request, broker: BrokerDep, caller: Caller) -> Response:
     """Long-poll for work: returns as soon as jobs are leased, or empty after `wait_s`."""
     caller.require(Role.worker)
     await broker.store.fleet.record_poll(_worker_info(body, caller))
     wait_s = min(body.wait_s, broker.settings.poll_wait_max_s)
     if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
         await _park_without_work(request, wait_s)
-        return PollReply(leases=[])
-    return PollReply(leases=await _claim_or_park(broker, caller, body, request, wait_s))
+        return model_response(PollReply(leases=[]))
+    leases = await _claim_or_park(broker, caller, body, request, wait_s)
+    return model_response(PollReply(leases=leases))
 
 
 async def _claim_or_park(
@@ -125,20 +129,21 @@ def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:
     )
 
 
-def _reply(outcome: ReportOutcome, job_id: str) -> ReportReply:
+_CARRY_ON = model_response(ReportReply(cancelled=False)).body
+_STOP = model_response(ReportReply(cancelled=True, accepted=False)).body
+
+
+def _reply(outcome: ReportOutcome, job_id: str) -> Response:
     if outcome is ReportOutcome.stale:
         raise LeaseLost(f"the lease on job {job_id} is no longer yours")
     if outcome is ReportOutcome.gone:
         raise NotFound(f"no job {job_id!r}", param="job_id")
-    if outcome is ReportOutcome.ended:
-        return ReportReply(cancelled=True, accepted=False)
-    return ReportReply(cancelled=False)
+    body = _STOP if outcome is ReportOutcome.ended else _CARRY_ON
+    return Response(body, media_type="application/json")
 
 
 @router.post("/v1/worker/jobs/{job_id}/report", response_model=ReportReply)
-async def report(
-    job_id: JobId, body: LeaseReport, broker: BrokerDep, caller: Caller
-) -> ReportReply:
+async def report(job_id: JobId, body: LeaseReport, broker: BrokerDep, caller: Caller) -> Response:
     """Streamed text and/or a heartbeat; renews the lease."""
     caller.require(Role.worker)
     outcome = await broker.store.leases.report(
@@ -150,7 +155,7 @@ async def report(
 @router.post("/v1/worker/jobs/{job_id}/complete", response_model=ReportReply)
 async def complete(
     job_id: JobId, body: CompleteReport, broker: BrokerDep, caller: Caller
-) -> ReportReply:
+) -> Response:
     caller.require(Role.worker)
     outcome = await broker.store.leases.complete(
         job_id,
@@ -161,11 +166,13 @@ async def complete(
         timings=body.timings,
         text=body.text,
     )
+    if outcome is ReportOutcome.ok:
+        broker.notifier.job_ended(job_id)
     return _reply(outcome, job_id)
 
 
 @router.post("/v1/worker/jobs/{job_id}/fail", response_model=ReportReply)
-async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Caller) -> ReportReply:
+async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Caller) -> Response:
     caller.require(Role.worker)
     outcome = await broker.store.leases.fail(
         job_id,
@@ -175,11 +182,13 @@ async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Calle
         retryable=body.retryable,
         handback=body.handback,
     )
+    if outcome is ReportOutcome.failed:
+        broker.notifier.job_ended(job_id)
     return _reply(outcome, job_id)
 
 
 @router.get("/v1/workers", response_model=WorkerList)
-async def list_workers(broker: BrokerDep, caller: Caller) -> WorkerList:
+async def list_workers(broker: BrokerDep, caller: Caller) -> Response:
     """Live workers with their models, free slots and GPU health."""
     caller.require(Role.user)
-    return WorkerList(data=await broker.store.fleet.live())
+    return model_response(WorkerList(data=await broker.store.fleet.live()))

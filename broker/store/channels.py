@@ -1,8 +1,8 @@
 """The one pub/sub connection each broker process holds.
 
-Scripts publish to `garage:wake` (a model has new work) and `garage:ev:{id}` (a job's
-stream grew). This module only moves messages from Redis to a callback; deciding which
-parked poll or which SSE reader to wake is `broker/notify.py`'s job.
+Scripts publish to `garage:wake` (a model has new work), `garage:ended` (a job ended)
+and `garage:ev:{id}` (a job's stream grew). This module only moves messages from Redis to a
+callback; deciding which parked poll or which SSE reader to wake is `broker/notify.py`'s job.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Subscriber:
         self._redis = redis
         self._on_message = on_message
         self._pubsub: Any = None
-        self._channels: set[str] = {keys.WAKE_CHANNEL}
+        self._channels: set[str] = {keys.WAKE_CHANNEL, keys.ENDED_CHANNEL}
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self.connected = asyncio.Event()
 

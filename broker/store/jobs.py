@@ -14,7 +14,7 @@ from ..ids import new_id
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "Submitted"]
+__all__ = ["CancelOutcome", "JobStore", "Submitted", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,12 @@ _CANCEL_ERROR = json.dumps(
 
 @dataclass(frozen=True)
 class Submitted:
-    job_id: str
+    job: Job
     created: bool  # False when an idempotency key matched an earlier job
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,18 @@ class JobStore:
         *,
         idempotency_key: str | None = None,
         batch_id: str | None = None,
+        job_id: str | None = None,
     ) -> Submitted:
+        """Queues the job under `job_id` (a fresh id when None); an idempotency key that
+        matches an earlier job returns that job instead."""
         now_ms = self._clock()
-        job_id = new_id("job", now_ms)
+        job_id = job_id or new_job_id(now_ms)
         start_deadline = _deadline(now_ms, spec.start_timeout_s)
         deadline = _deadline(now_ms, spec.timeout_s)
         request = dict(spec.request)
         request["model"] = spec.model
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
-        found_id, created = await self._scripts.submit(
+        found_id, created, flat = await self._scripts.submit(
             args=[
                 job_id,
                 owner,
@@ -114,7 +121,26 @@ class JobStore:
                 "job.submitted",
                 extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
             )
-        return Submitted(job_id=found_id, created=bool(int(created)))
+        if not int(created):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Submitted(job=job_from_hash(fields), created=False)
+        job = Job(
+            id=job_id,
+            owner=owner,
+            model=spec.model,
+            kind=spec.kind,
+            lane=spec.lane,
+            request=request,
+            status=JobStatus.queued,
+            attempt=0,
+            max_attempts=spec.max_attempts,
+            created_at=from_ms(now_ms),
+            start_deadline_at=from_ms(start_deadline),
+            deadline_at=from_ms(deadline),
+            metadata=spec.metadata,
+            batch_id=batch_id,
+        )
+        return Submitted(job=job, created=True)
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._redis.hgetall(keys.job(job_id))
@@ -178,6 +204,10 @@ class JobStore:
         if outcome == "cancelled":
             logger.info("job.cancelled", extra={"job_id": job_id})
         return CancelOutcome(found=True, status=JobStatus(outcome))
+
+
+def new_job_id(now_ms: int) -> str:
+    return new_id("job", now_ms)
 
 
 def _deadline(now_ms: int, timeout_s: float | None) -> int | str:

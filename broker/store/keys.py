@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_JOBS",
+    "ENDED_CHANNEL",
     "EVENTS_CHANNEL_PREFIX",
     "JOB_PREFIX",
     "LEASES",
@@ -36,7 +37,8 @@ LEASES = ROOT + "leases"  # ZSET running job id -> lease expiry (ms)
 START_DEADLINES = ROOT + "start-deadlines"  # ZSET queued job id -> start deadline (ms)
 ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
-WAKE_CHANNEL = ROOT + "wake"  # PUBLISH model name when a job becomes claimable
+WAKE_CHANNEL = ROOT + "wake"  # PUBLISH "<model> <job id>" when a job becomes claimable
+ENDED_CHANNEL = ROOT + "ended"  # PUBLISH the job id when a job reaches an end
 EVENTS_CHANNEL_PREFIX = ROOT + "ev:"  # PUBLISH garage:ev:{id} when a job's stream grows
 
 

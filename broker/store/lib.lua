@@ -7,7 +7,8 @@
 --   queue:{m}:{lane}  ZSET    queued job ids of model m; lowest score is handed out first
 --   leases            ZSET    running job id -> lease expiry (ms)
 --   start-deadlines   ZSET    queued job id -> start deadline (ms)
--- Channels: ev:{id} gets the new stream entry id; wake gets a model with new work.
+-- Channels: ev:{id} gets "<stream entry id> <event type>"; wake gets "<model> <job id>"
+-- when a job becomes claimable; ended gets the id of every job that reaches an end.
 
 local JOB_PREFIX = '__JOB_PREFIX__'
 local EVENTS_SUFFIX = '__EVENTS_SUFFIX__'
@@ -15,6 +16,7 @@ local QUEUE_PREFIX = '__QUEUE_PREFIX__'
 local LEASES = '__LEASES__'
 local START_DEADLINES = '__START_DEADLINES__'
 local WAKE_CHANNEL = '__WAKE_CHANNEL__'
+local ENDED_CHANNEL = '__ENDED_CHANNEL__'
 local EVENTS_CHANNEL_PREFIX = '__EVENTS_CHANNEL_PREFIX__'
 
 -- A requeued job goes ahead of every fresh one: fresh jobs score their creation time in
@@ -25,13 +27,18 @@ local function job_key(id) return JOB_PREFIX .. id end
 local function events_key(id) return JOB_PREFIX .. id .. EVENTS_SUFFIX end
 local function queue_key(model, lane) return QUEUE_PREFIX .. model .. ':' .. lane end
 
--- Appends an event (a Lua table, or JSON text) and tells listening brokers.
+-- Appends an event (a Lua table, or JSON text) and tells brokers streaming the job.
 local function emit(id, event)
   local data = event
   if type(event) ~= 'string' then data = cjson.encode(event) end
   local entry = redis.call('XADD', events_key(id), '*', 'e', data)
   redis.call('PUBLISH', EVENTS_CHANNEL_PREFIX .. id, entry)
   return entry
+end
+
+-- Tells parked polls that a job of `model` can be claimed.
+local function wake(model, id)
+  redis.call('PUBLISH', WAKE_CHANNEL, model .. ' ' .. id)
 end
 
 local function error_json(message, kind, code)
@@ -55,6 +62,7 @@ local function finish(id, status, now_ms, retention_ms, fields)
   redis.call('PEXPIRE', events_key(id), retention_ms)
   local idem = redis.call('HGET', key, 'idem')
   if idem and idem ~= '' then redis.call('PEXPIRE', idem, retention_ms) end
+  redis.call('PUBLISH', ENDED_CHANNEL, id)
 end
 
 -- Fails a job with an error event.
@@ -75,7 +83,7 @@ local function requeue(id, reason)
   redis.call('ZADD', queue_key(j[1], j[2]), tonumber(j[3]) - REQUEUE_SHIFT, id)
   emit(id, {type = 'restart', attempt = attempt + 1, reason = reason})
   emit(id, {type = 'status', status = 'queued', attempt = attempt})
-  redis.call('PUBLISH', WAKE_CHANNEL, j[1])
+  wake(j[1], id)
 end
 
 -- Checks that a report comes from the holder of the job's current lease. Returns the

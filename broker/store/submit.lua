@@ -1,17 +1,17 @@
 -- Enqueues a job, or returns the owner's existing job for the same idempotency key.
 -- Touches: job:{id}, job:{id}:events, queue:{model}:{lane}, owner:{owner}:jobs, jobs,
---          start-deadlines, the idempotency key; publishes wake.
+--          start-deadlines, the idempotency key; publishes to wake.
 -- ARGV: 1 id, 2 owner, 3 model, 4 kind, 5 lane, 6 request JSON, 7 max_attempts, 8 now_ms,
 --       9 start_deadline_ms|'', 10 deadline_ms|'', 11 metadata JSON, 12 batch_id|'',
 --       13 idempotency key|'', 14 owner index key, 15 all-jobs key
--- Returns {job id, 1 if created else 0}.
+-- Returns {job id, 1, {}} when created, or {existing id, 0, its fields as HGETALL lists them}.
 local id, owner, model, lane = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local now_ms, start_deadline, idem = tonumber(ARGV[8]), ARGV[9], ARGV[13]
 
 if idem ~= '' then
   local existing = redis.call('GET', idem)
   if existing and redis.call('EXISTS', job_key(existing)) == 1 then
-    return {existing, 0}
+    return {existing, 0, redis.call('HGETALL', job_key(existing))}
   end
 end
 
@@ -28,5 +28,5 @@ if start_deadline ~= '' then
 end
 if idem ~= '' then redis.call('SET', idem, id) end
 emit(id, {type = 'status', status = 'queued', attempt = 0})
-redis.call('PUBLISH', WAKE_CHANNEL, model)
-return {id, 1}
+wake(model, id)
+return {id, 1, {}}

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
+
 from garage.broker.app import build_app
 from garage.broker.settings import BrokerSettings
 from garage.broker.store import Store

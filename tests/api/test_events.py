@@ -6,8 +6,9 @@ import asyncio
 import json
 
 import httpx
-from garage.broker.store import Store
 from httpx_sse import aconnect_sse
+
+from garage.broker.store import Store
 
 from .conftest import CHAT, poll_body
 

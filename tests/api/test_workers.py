@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+
 from garage.broker.store import Store
 
 from .conftest import CHAT, new_key, poll_body

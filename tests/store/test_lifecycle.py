@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from garage.broker.store import Store
 from garage.broker.store.leases import ReportOutcome
 from garage.client.schemas import JobCreate, JobError, JobStatus, Lane, Usage

@@ -12,12 +12,13 @@ import asyncio
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from garage.broker.store import Store, keys
-from garage.broker.store.leases import ReportOutcome
-from garage.client.schemas import JobCreate, JobError, JobStatus, Lane
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from garage.broker.store import Store, keys
+from garage.broker.store.leases import ReportOutcome
+from garage.client.schemas import JobCreate, JobError, JobStatus, Lane
 
 from ..support import ManualClock
 
