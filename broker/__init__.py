@@ -1,8 +1,5 @@
 """garage broker: the HTTP service on Redis that queues, leases and streams jobs."""
 
-from importlib.metadata import PackageNotFoundError, version
+from garage.client import __version__
 
-try:
-    __version__ = version("garage-ai")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+__all__ = ["__version__"]

@@ -4,6 +4,8 @@
 in `garage.client.errors`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
 from ._async import AsyncClient
 from ._worker_api import WorkerAPI
 from .errors import (
@@ -25,6 +27,11 @@ from .errors import (
     WaitTimeout,
 )
 from .settings import ClientSettings
+
+try:
+    __version__ = version("garage-ai")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0"
 
 __all__ = [
     "APIError",

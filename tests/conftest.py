@@ -1,16 +1,27 @@
-"""Session fixtures: a real `redis-server` on a free port (never the shared 6379)."""
+"""Session fixtures: a real `redis-server` on a free port (never the shared 6379), and the
+broker app under a real uvicorn server on loopback in a thread of this process.
+
+The in-thread broker's clock is a `ManualClock` the tests move to expire leases and
+deadlines; its reaper is left idle so tests reap by hand.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import uvicorn
 
+from garage.broker.app import build_app
+from garage.broker.settings import BrokerSettings
 from garage.broker.store import Store
 from garage.broker.store.embedded import find_redis_server
 
@@ -60,3 +71,44 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 async def store(redis: aioredis.Redis, clock: ManualClock) -> Store:
     return Store.on(redis, clock, lease_ms=30_000, retention_ms=3_600_000, worker_alive_ms=60_000)
+
+
+ADMIN_KEY = "test-admin-key"
+
+
+@dataclass
+class LiveBroker:
+    url: str
+    clock: ManualClock
+    store: Store
+    app: object
+
+
+@pytest.fixture(scope="session")
+def live_broker(redis_url: str) -> Iterator[LiveBroker]:
+    clock = ManualClock()
+    settings = BrokerSettings(
+        redis_url=redis_url,
+        admin_key=ADMIN_KEY,
+        max_body_bytes=64 * 1024,
+        reap_interval_s=3600,  # tests reap by hand
+        key_cache_s=0,
+    )
+    store = Store.on(
+        aioredis.Redis.from_url(redis_url, decode_responses=True),
+        clock,
+        lease_ms=settings.lease_ms,
+        retention_ms=settings.retention_ms,
+        worker_alive_ms=settings.worker_alive_ms,
+    )
+    app = build_app(settings, store=store, clock=clock)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout_s=20, what="uvicorn to start")
+    yield LiveBroker(url=f"http://127.0.0.1:{port}", clock=clock, store=store, app=app)
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -63,9 +63,16 @@ def garage_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "garage.client.cli", *args]
 
 
-def spawn(args: list[str], *, env: dict[str, str] | None = None, log: Path) -> subprocess.Popen:
+def spawn(
+    args: list[str], *, env: dict[str, str] | None = None, log: Path, cwd: Path | None = None
+) -> subprocess.Popen:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     handle = log.open("wb")
     return subprocess.Popen(
-        args, env=full_env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        args,
+        env=full_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
     )

@@ -6,7 +6,9 @@ import click
 
 from .admin import admin
 from .broker import broker
+from .fleet import workers
 from .job import job
+from .worker import worker
 
 __all__ = ["main"]
 
@@ -20,3 +22,5 @@ def main() -> None:
 main.add_command(broker)
 main.add_command(admin)
 main.add_command(job)
+main.add_command(worker)
+main.add_command(workers)

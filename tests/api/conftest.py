@@ -1,66 +1,16 @@
-"""The broker app under a real uvicorn server on loopback, in a thread of this process.
-
-One server per test session on the session's redis-server, flushed before each test. The
-broker's clock is a `ManualClock` the tests move to expire leases and deadlines.
-"""
+"""HTTP tests against the session's in-thread broker (`live_broker` in tests/conftest.py),
+on a Redis flushed before each test."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 
-from garage.broker.app import build_app
-from garage.broker.settings import BrokerSettings
-from garage.broker.store import Store
-
-from ..support import ManualClock, free_port, wait_until
-
-ADMIN_KEY = "test-admin-key"
-
-
-@dataclass
-class LiveBroker:
-    url: str
-    clock: ManualClock
-    store: Store
-    app: object
-
-
-@pytest.fixture(scope="session")
-def live_broker(redis_url: str) -> Iterator[LiveBroker]:
-    clock = ManualClock()
-    settings = BrokerSettings(
-        redis_url=redis_url,
-        admin_key=ADMIN_KEY,
-        max_body_bytes=64 * 1024,
-        reap_interval_s=3600,  # tests reap by hand
-        key_cache_s=0,
-    )
-    store = Store.on(
-        aioredis.Redis.from_url(redis_url, decode_responses=True),
-        clock,
-        lease_ms=settings.lease_ms,
-        retention_ms=settings.retention_ms,
-        worker_alive_ms=settings.worker_alive_ms,
-    )
-    app = build_app(settings, store=store, clock=clock)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout_s=20, what="uvicorn to start")
-    yield LiveBroker(url=f"http://127.0.0.1:{port}", clock=clock, store=store, app=app)
-    server.should_exit = True
-    thread.join(timeout=10)
+from ..conftest import ADMIN_KEY, LiveBroker
+from ..support import ManualClock
 
 
 @pytest.fixture

@@ -1,0 +1,237 @@
+"""The worker daemon: pulls jobs from the broker and runs them on the rig's backend.
+
+One loop long-polls for as many jobs as there are free slots; each leased job runs in its
+own task (`runner.py`). A monitor checks the backend and the GPUs every few seconds, and
+the poll carries what it found: when the rig is critical (backend down, GPU too hot or
+lost) the worker stops asking for work and says why in the fleet view, and resumes when it
+clears. Polls to a broker that is down retry with backoff; jobs in hand keep running.
+
+SIGTERM drains: no new work, running jobs get `drain_grace_s` to finish, then the rest are
+handed back (requeued at once, no attempt used). A second SIGTERM hands back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+
+from garage.client import WorkerAPI, __version__
+from garage.client.schemas import GpuInfo, Health, HealthState, Lease, PollRequest
+
+from .backends import Backend
+from .gpu import NvmlProbe, assess
+from .health import combine
+from .retries import broker_retrying
+from .runner import JobRunner
+from .settings import WorkerSettings
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        api: WorkerAPI,
+        backend: Backend,
+        gpu: NvmlProbe | None,
+    ) -> None:
+        self.settings = settings
+        self._api = api
+        self._backend = backend
+        self._gpu = gpu
+        self.worker_id = f"{settings.name}-{secrets.token_hex(3)}"
+        self.models: list[str] = []
+        self.gpus: list[GpuInfo] = []
+        self.health = Health()
+        self.jobs: dict[str, JobRunner] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()  # a slot freed, health changed, or drain began
+        self._check_now = asyncio.Event()
+        self._draining = asyncio.Event()
+        self._hand_back_now = asyncio.Event()
+        self._models_read_at = 0.0
+
+    # signals
+
+    def request_stop(self) -> None:
+        """First call: drain. Second call: hand back what is running, now."""
+        if self._draining.is_set():
+            logger.info("worker.hand_back_now", extra={"worker_id": self.worker_id})
+            self._hand_back_now.set()
+        else:
+            logger.info("worker.draining", extra={"worker_id": self.worker_id})
+            self._draining.set()
+        self._changed.set()
+
+    # main loop
+
+    async def run(self) -> None:
+        logger.info(
+            "worker.starting",
+            extra={"worker_id": self.worker_id, "backend": self.settings.backend_url},
+        )
+        await self._check()
+        monitor = asyncio.create_task(self._monitor())
+        try:
+            while not self._draining.is_set():
+                for lease in await self._poll_once():
+                    self._start(lease)
+            await self._drain()
+        finally:
+            monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await monitor
+        logger.info("worker.stopped", extra={"worker_id": self.worker_id})
+
+    @property
+    def pulling(self) -> bool:
+        return bool(self.models) and self.health.state is not HealthState.critical
+
+    def _poll_request(self, free: int) -> PollRequest:
+        return PollRequest(
+            worker_id=self.worker_id,
+            name=self.settings.name,
+            models=self.models,
+            slots_free=free,
+            slots_total=self.settings.slots,
+            wait_s=self.settings.poll_wait_s if free else self.settings.health_interval_s,
+            backend=self.settings.backend,
+            version=__version__,
+            health=self.health,
+            gpus=self.gpus,
+            fallback_after_s=self.settings.fallback_after_s,
+        )
+
+    async def _poll_once(self) -> list[Lease]:
+        free = self.settings.slots - len(self.jobs) if self.pulling else 0
+        self._changed.clear()
+        poll = asyncio.create_task(self._send_poll(self._poll_request(free)))
+        changed = asyncio.create_task(self._changed.wait())
+        try:
+            await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+        if not poll.done() and (free == 0 or self._draining.is_set()):
+            # A poll for no slots cannot be handed jobs, so it is safe to drop; a draining
+            # worker drops its poll too (the broker notices and leases it nothing).
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            return []
+        return await poll
+
+    async def _send_poll(self, request: PollRequest) -> list[Lease]:
+        async for attempt in broker_retrying("poll"):
+            with attempt:
+                reply = await self._api.poll(request)
+        return reply.leases
+
+    def _start(self, lease: Lease) -> None:
+        runner = JobRunner(
+            lease, api=self._api, backend=self._backend, heartbeat_s=self.settings.heartbeat_s
+        )
+        self.jobs[lease.job_id] = runner
+        task = asyncio.create_task(self._run_job(runner))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, runner: JobRunner) -> None:
+        try:
+            await runner.run()
+        except Exception:  # loop boundary: one job's failure must not stop the worker
+            logger.exception("job.runner_failed", extra={"job_id": runner.lease.job_id})
+        finally:
+            del self.jobs[runner.lease.job_id]
+            if runner.backend_failed:
+                self._check_now.set()
+            self._changed.set()
+
+    async def _drain(self) -> None:
+        if self._tasks:
+            logger.info(
+                "worker.drain",
+                extra={"running": len(self._tasks), "grace_s": self.settings.drain_grace_s},
+            )
+            everything = asyncio.gather(*self._tasks, return_exceptions=True)
+            hurry = asyncio.create_task(self._hand_back_now.wait())
+            await asyncio.wait(
+                {everything, hurry},
+                timeout=self.settings.drain_grace_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            hurry.cancel()
+            for runner in list(self.jobs.values()):
+                runner.hand_back()
+            await everything
+
+    # health
+
+    async def _monitor(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_now.wait(), self.settings.health_interval_s)
+            self._check_now.clear()
+            try:
+                await self._check()
+            except Exception:  # loop boundary: keep monitoring whatever one check did
+                logger.exception("health.check_failed")
+
+    async def _check(self) -> None:
+        """Reads the backend and the GPUs and updates what the next poll reports."""
+        parts: list[Health] = []
+        backend_up = await self._backend.ping()
+        if not backend_up:
+            parts.append(
+                Health(
+                    state=HealthState.critical,
+                    reasons=[f"backend unreachable at {self.settings.backend_url}"],
+                )
+            )
+        elif not self.models or time.monotonic() - self._models_read_at > (
+            self.settings.models_refresh_s
+        ):
+            await self._read_models()
+        if self._gpu is not None:
+            self.gpus = await self._gpu.read_async()
+            parts.append(
+                assess(
+                    self.gpus,
+                    self.settings.gpu,
+                    expected_count=self._gpu.expected_count,
+                    errors=self._gpu.errors,
+                )
+            )
+        health = combine(parts)
+        if health.state is not self.health.state or health.reasons != self.health.reasons:
+            log = logger.warning if health.state is not HealthState.ok else logger.info
+            log(
+                "worker.health",
+                extra={"state": health.state.value, "reasons": "; ".join(health.reasons)},
+            )
+            if health.state is not self.health.state:
+                self._changed.set()
+        self.health = health
+
+    async def _read_models(self) -> None:
+        try:
+            found = await self._backend.list_models()
+        except Exception as exc:  # a flaky listing keeps the models we had
+            logger.warning("models.read_failed", extra={"error": str(exc)})
+            return
+        wanted = self.settings.models
+        models = [m for m in wanted if m in found] if wanted else found
+        if wanted and len(models) < len(wanted):
+            missing = sorted(set(wanted) - set(found))
+            logger.warning("models.missing", extra={"models": ", ".join(missing)})
+        if models != self.models:
+            logger.info("worker.models", extra={"models": ", ".join(models)})
+            self._changed.set()
+        self.models = models
+        self._models_read_at = time.monotonic()

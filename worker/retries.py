@@ -1,0 +1,50 @@
+"""How the worker retries calls to a broker that is down: exponential backoff with jitter.
+
+Only "no answer" (connection refused, reset, timeout) and 5xx are retried; every other
+answer from the broker (409 lease lost, 404, 401) is final and goes to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_never,
+    wait_random_exponential,
+)
+from tenacity.stop import stop_base
+
+from garage.client import BrokerUnreachable, ServerError
+
+__all__ = ["broker_retrying"]
+
+logger = logging.getLogger(__name__)
+
+
+def _log(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            f"{what}.retry",
+            extra={"attempt": state.attempt_number, "error": str(error)},
+        )
+
+    return before_sleep
+
+
+def broker_retrying(
+    what: str, *, max_wait_s: float = 30.0, stop: stop_base = stop_never
+) -> AsyncRetrying:
+    """Retries `what` while the broker gives no answer, waiting up to `max_wait_s` between
+    tries (random, growing exponentially from 0.2 s)."""
+    return AsyncRetrying(
+        retry=retry_if_exception_type((BrokerUnreachable, ServerError)),
+        wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
+        stop=stop,
+        reraise=True,
+        before_sleep=_log(what),
+    )

@@ -1,0 +1,158 @@
+"""Runs one leased job on the backend and reports how it ended.
+
+The backend request and the `LeaseReporter` run side by side. Text goes to the reporter as
+the backend streams it. If the reporter learns the job was cancelled or the lease was lost,
+the backend request is cancelled at once, which closes its HTTP stream so the backend stops
+generating. A finished job is completed (with any text not reported yet); a backend error
+fails it, retryable or not as the backend adapter classified it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from enum import StrEnum
+
+from garage.client import LeaseLost, NotFound, WorkerAPI
+from garage.client.schemas import (
+    CompleteReport,
+    FailReport,
+    JobError,
+    Kind,
+    Lease,
+    Timings,
+)
+
+from .backends import Backend, BackendError, BackendResult
+from .retries import broker_retrying
+from .streaming import LeaseReporter
+
+__all__ = ["JobRunner", "RunOutcome"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunOutcome(StrEnum):
+    completed = "completed"  # the broker accepted the result
+    failed = "failed"  # reported as failed (the broker may retry it elsewhere)
+    stopped = "stopped"  # cancelled by its owner, or the lease moved on: work dropped
+    handed_back = "handed_back"  # given back unfinished while draining
+    lost = "lost"  # the broker refused the final report (lease lost meanwhile)
+
+
+class JobRunner:
+    def __init__(
+        self, lease: Lease, *, api: WorkerAPI, backend: Backend, heartbeat_s: float
+    ) -> None:
+        self.lease = lease
+        self._api = api
+        self._backend = backend
+        # Beat at least three times per lease, whatever the setting, so one lost report
+        # never costs the lease.
+        beat_s = min(heartbeat_s, lease.lease_s / 3)
+        self.reporter = LeaseReporter(api, lease, heartbeat_s=beat_s)
+        self._backend_task: asyncio.Task[BackendResult] | None = None
+        self._handing_back = False
+        self.backend_failed = False  # the backend was unavailable: worth a health check
+
+    async def run(self) -> RunOutcome:
+        lease = self.lease
+        log = {"job_id": lease.job_id, "attempt": lease.attempt, "model": lease.model}
+        logger.info("job.start", extra=log)
+        on_text = None if lease.kind is Kind.embedding else self._on_text
+        reporting = asyncio.create_task(self.reporter.run())
+        self._backend_task = asyncio.create_task(
+            self._backend.run(lease.kind, lease.request, on_text)
+        )
+        stop = asyncio.create_task(self.reporter.stopped.wait())
+        try:
+            await asyncio.wait({self._backend_task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not self._backend_task.done() or self._handing_back:
+            # Cancelled, lease lost, or handing back: drop the work and the backend request.
+            await _cancel(self._backend_task)
+            await _cancel(reporting)
+            if self._handing_back:
+                return await self._hand_back()
+            return RunOutcome.stopped
+        await self.reporter.finish(reporting)
+        if self.reporter.stopped.is_set():
+            return RunOutcome.stopped
+        try:
+            result = self._backend_task.result()
+        except BackendError as exc:
+            self.backend_failed = exc.retryable
+            logger.info("job.backend_error", extra={**log, "error": exc.message})
+            return await self._fail(exc.to_job_error(), retryable=exc.retryable)
+        except Exception as exc:  # an adapter bug must fail this job, not the worker
+            logger.exception("job.crashed", extra=log)
+            return await self._fail(
+                JobError(message=f"worker error: {exc!r}", type="worker_error"), retryable=True
+            )
+        return await self._complete(result)
+
+    def hand_back(self) -> None:
+        """Stops the job to give it back to the broker (the worker is draining)."""
+        self._handing_back = True
+        self.reporter.stop("handing back")
+
+    async def _on_text(self, text: str) -> None:
+        self.reporter.add_text(text)
+
+    async def _complete(self, result: BackendResult) -> RunOutcome:
+        report = CompleteReport(
+            lease_token=self.lease.lease_token,
+            result=result.result,
+            usage=result.usage,
+            timings=Timings(first_token_ms=result.first_token_ms, backend_ms=result.backend_ms),
+            text=self.reporter.take_text(),
+        )
+        return await self._final("complete", report, RunOutcome.completed)
+
+    async def _fail(self, error: JobError, *, retryable: bool) -> RunOutcome:
+        report = FailReport(lease_token=self.lease.lease_token, error=error, retryable=retryable)
+        return await self._final("fail", report, RunOutcome.failed)
+
+    async def _hand_back(self) -> RunOutcome:
+        report = FailReport(
+            lease_token=self.lease.lease_token,
+            error=JobError(message="the worker is shutting down", type="handback"),
+            handback=True,
+        )
+        return await self._final("fail", report, RunOutcome.handed_back)
+
+    async def _final(
+        self, verb: str, report: CompleteReport | FailReport, outcome: RunOutcome
+    ) -> RunOutcome:
+        started = time.monotonic()
+        send = self._api.complete if verb == "complete" else self._api.fail
+        try:
+            async for attempt in broker_retrying(verb):
+                with attempt:
+                    reply = await send(self.lease.job_id, report)
+        except (LeaseLost, NotFound) as exc:
+            logger.warning(
+                "job.result_refused", extra={"job_id": self.lease.job_id, "error": str(exc)}
+            )
+            return RunOutcome.lost
+        logger.info(
+            f"job.{outcome.value}",
+            extra={
+                "job_id": self.lease.job_id,
+                "attempt": self.lease.attempt,
+                "reports": self.reporter.reports_sent,
+                "report_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return (
+            RunOutcome.stopped if reply.cancelled and outcome is RunOutcome.completed else outcome
+        )
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
