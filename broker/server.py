@@ -1,7 +1,9 @@
 """Runs the broker under uvicorn, with the store it was configured for.
 
-Owns the process-level lifecycle: open the store (starting the embedded redis-server when
-no URL is given), serve until SIGINT/SIGTERM, then stop uvicorn and the store in order.
+`BrokerServer` owns the process-level lifecycle: open the store (starting the embedded
+redis-server when no URL is given), serve, then stop uvicorn and the store in that order.
+Signals are the caller's: `serve` stops on SIGINT/SIGTERM; `garage up` stops the broker
+after its worker.
 """
 
 from __future__ import annotations
@@ -10,54 +12,54 @@ import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Self
 
 import uvicorn
 
 from .app import build_app
 from .clock import system_clock
 from .settings import BrokerSettings
-from .store import open_store
+from .store import Store, open_store
 
-__all__ = ["run", "serve"]
+__all__ = ["BrokerServer", "run", "serve"]
 
 logger = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, minus re-raising SIGINT/SIGTERM once it has stopped: the signal would
-    kill the process before the store (and the embedded redis-server) is closed."""
+    """uvicorn without its own signal handling: whoever runs it decides when it stops, so
+    the store (and the embedded redis-server) is always closed after it."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _STOP_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
+        yield
 
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+class BrokerServer:
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.url = ""
+        self.store: Store | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
 
-
-async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serves until the process is asked to stop; `on_ready` gets the URL once listening."""
-    async with open_store(
-        system_clock,
-        redis_url=settings.redis_url,
-        data_dir=settings.data_dir,
-        lease_ms=settings.lease_ms,
-        retention_ms=settings.retention_ms,
-        worker_alive_ms=settings.worker_alive_ms,
-    ) as store:
-        app = build_app(settings, store=store)
+    async def __aenter__(self) -> Self:
+        settings = self.settings
+        self.store = await self._stack.enter_async_context(
+            open_store(
+                system_clock,
+                redis_url=settings.redis_url,
+                data_dir=settings.data_dir,
+                lease_ms=settings.lease_ms,
+                retention_ms=settings.retention_ms,
+                worker_alive_ms=settings.worker_alive_ms,
+            )
+        )
         config = uvicorn.Config(
-            app,
+            build_app(settings, store=self.store),
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level.lower(),
@@ -65,27 +67,63 @@ async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | N
             timeout_graceful_shutdown=5,
             log_config=None,
         )
-        server = _Server(config)
-        serving = asyncio.create_task(server.serve())
+        self._server = _Server(config)
+        self._serving = asyncio.create_task(self._server.serve())
         # uvicorn exposes readiness only as a flag, so look at it until it flips.
-        while not server.started and not serving.done():  # noqa: ASYNC110
+        while not self._server.started and not self._serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
-        if server.started:
-            port = server.servers[0].sockets[0].getsockname()[1]
-            url = f"http://{settings.host}:{port}"
-            logger.info("broker.listening", extra={"url": url, "store": store.kind})
-            if on_ready is not None:
-                on_ready(url)
-        await serving
+        if not self._server.started:
+            await self._stack.aclose()
+            await self._serving  # raises what stopped it
+            raise RuntimeError("the broker stopped while starting")
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://{settings.host}:{port}"
+        logger.info("broker.listening", extra={"url": self.url, "store": self.store.kind})
+        return self
+
+    async def wait(self) -> None:
+        """Returns when uvicorn stops on its own (e.g. it could not keep serving)."""
+        assert self._serving is not None
+        await asyncio.shield(self._serving)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+        await self._stack.aclose()
+
+
+async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serves until SIGINT or SIGTERM; `on_ready` gets the URL once listening."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with BrokerServer(settings) as server:
+        if on_ready is not None:
+            on_ready(server.url)
+        stopped = asyncio.create_task(stop.wait())
+        serving = asyncio.create_task(server.wait())
+        await asyncio.wait({stopped, serving}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        logger.info("broker.stopping")
 
 
 def run(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
     """Runs `serve` on uvloop where it is installed."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(settings, on_ready=on_ready))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(settings, on_ready=on_ready))
+        return None
+    return uvloop.new_event_loop

@@ -111,21 +111,23 @@ class Worker:
 
     async def _poll_once(self) -> list[Lease]:
         free = self.settings.slots - len(self.jobs) if self.pulling else 0
-        self._changed.clear()
         poll = asyncio.create_task(self._send_poll(self._poll_request(free)))
-        changed = asyncio.create_task(self._changed.wait())
-        try:
-            await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            changed.cancel()
-        if not poll.done() and (free == 0 or self._draining.is_set()):
-            # A poll for no slots cannot be handed jobs, so it is safe to drop; a draining
-            # worker drops its poll too (the broker notices and leases it nothing).
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
-            return []
-        return await poll
+        while not poll.done():
+            self._changed.clear()
+            changed = asyncio.create_task(self._changed.wait())
+            try:
+                await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+            if not poll.done() and (free == 0 or self._draining.is_set()):
+                # A poll for no slots cannot be handed jobs, so it is safe to drop; a
+                # draining worker drops its poll too (the broker sees the disconnect and
+                # leases nothing to it). A poll that may bring jobs is otherwise awaited.
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+                return []
+        return poll.result()
 
     async def _send_poll(self, request: PollRequest) -> list[Lease]:
         async for attempt in broker_retrying("poll"):

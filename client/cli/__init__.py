@@ -6,8 +6,10 @@ import click
 
 from .admin import admin
 from .broker import broker
+from .chat import chat
 from .fleet import workers
 from .job import job
+from .up import up
 from .worker import worker
 
 __all__ = ["main"]
@@ -19,7 +21,9 @@ def main() -> None:
     """garage: a pull-based job network that turns GPUs behind NAT into one LLM service."""
 
 
+main.add_command(up)
 main.add_command(broker)
+main.add_command(chat)
 main.add_command(admin)
 main.add_command(job)
 main.add_command(worker)

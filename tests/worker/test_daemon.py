@@ -41,7 +41,7 @@ async def http(live_broker: LiveBroker, redis) -> AsyncIterator[httpx.AsyncClien
 async def run_worker(
     live_broker: LiveBroker, http: httpx.AsyncClient, backend_url: str
 ) -> AsyncIterator[Callable[..., Worker]]:
-    running: list[tuple[Worker, asyncio.Task[None], httpx.AsyncClient]] = []
+    running: list[tuple[Worker, asyncio.Task[None], httpx.AsyncClient, WorkerAPI]] = []
 
     async def start(name: str, *, gpu: NvmlProbe | None = None, **options) -> Worker:
         key = (await http.post("/v1/admin/keys", json={"role": "worker", "name": name})).json()
@@ -56,21 +56,20 @@ async def run_worker(
             **options,
         )
         backend_http = httpx.AsyncClient(timeout=30)
+        api = WorkerAPI(live_broker.url, key["key"])
         worker = Worker(
-            settings,
-            api=WorkerAPI(live_broker.url, key["key"]),
-            backend=make_backend("ollama", backend_url, backend_http),
-            gpu=gpu,
+            settings, api=api, backend=make_backend("ollama", backend_url, backend_http), gpu=gpu
         )
-        running.append((worker, asyncio.create_task(worker.run()), backend_http))
+        running.append((worker, asyncio.create_task(worker.run()), backend_http, api))
         return worker
 
     yield start
-    for worker, task, backend_http in running:
+    for worker, task, backend_http, api in running:
         worker.request_stop()
         worker.request_stop()
         await asyncio.wait_for(task, 20)
         await backend_http.aclose()
+        await api.aclose()
 
 
 async def status(http: httpx.AsyncClient, job_id: str, wait_s: float = 0) -> str:

@@ -2,7 +2,8 @@
 
 `make_backend` picks the adapter for a backend kind; the worker never imports an adapter
 module directly. `ollama` speaks Ollama's native API; `openai` speaks the OpenAI-compatible
-API of vLLM, llama.cpp server, TGI, SGLang, LM Studio and cloud services.
+API of vLLM, llama.cpp server, TGI, SGLang, LM Studio and cloud services; `demo` is no
+model at all (see `demo.py`), for trying garage where no backend runs.
 """
 
 from __future__ import annotations
@@ -19,24 +20,27 @@ from .base import (
     BackendUnavailable,
     OnText,
 )
+from .demo import DEMO_MODEL, DemoBackend
 from .ollama import OllamaBackend
 from .openai import OpenAIBackend
 
 __all__ = [
     "BACKEND_KINDS",
+    "DEMO_MODEL",
     "Backend",
     "BackendError",
     "BackendKind",
     "BackendRejected",
     "BackendResult",
     "BackendUnavailable",
+    "DemoBackend",
     "OllamaBackend",
     "OnText",
     "OpenAIBackend",
     "make_backend",
 ]
 
-BackendKind = Literal["ollama", "openai"]
+BackendKind = Literal["ollama", "openai", "demo"]
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
 
@@ -54,4 +58,6 @@ def make_backend(
             return OllamaBackend(http, base_url, api_key=api_key)
         case "openai":
             return OpenAIBackend(http, base_url, api_key=api_key)
+        case "demo":
+            return DemoBackend()
     raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(BACKEND_KINDS)}")
