@@ -96,7 +96,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
         return f"the request body is not valid JSON: {error.get('ctx', {}).get('error')}", None
     if not param and error.get("type") in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object (Content-Type: application/json)", None
-    message = error.get("msg", "invalid value")
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {message}" if param else message), param
 
 

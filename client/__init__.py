@@ -1,12 +1,16 @@
 """garage client: the SDK every other part of garage talks through.
 
-`AsyncClient` holds the logic; the wire models are in `garage.client.schemas`, the errors
-in `garage.client.errors`.
+`AsyncClient` holds the logic and `Client` drives it from blocking code (a notebook too);
+`submit` returns a job handle, `map` runs many inputs. The wire models are in
+`garage.client.schemas`, the errors in `garage.client.errors`.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
 from ._async import AsyncClient
+from ._batch import BatchItem
+from ._handles import AsyncJobHandle
+from ._sync import Client, JobHandle
 from ._worker_api import WorkerAPI
 from .errors import (
     APIError,
@@ -23,6 +27,7 @@ from .errors import (
     NotFound,
     RateLimited,
     ServerError,
+    StreamRestarted,
     Unavailable,
     WaitTimeout,
 )
@@ -36,9 +41,12 @@ except PackageNotFoundError:  # a source tree that is not installed
 __all__ = [
     "APIError",
     "AsyncClient",
+    "AsyncJobHandle",
     "AuthError",
     "BadRequest",
+    "BatchItem",
     "BrokerUnreachable",
+    "Client",
     "ClientSettings",
     "Conflict",
     "GarageError",
@@ -46,10 +54,12 @@ __all__ = [
     "JobError",
     "JobExpired",
     "JobFailed",
+    "JobHandle",
     "LeaseLost",
     "NotFound",
     "RateLimited",
     "ServerError",
+    "StreamRestarted",
     "Unavailable",
     "WaitTimeout",
     "WorkerAPI",

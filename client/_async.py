@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
 
+from ._batch import BatchItem, run_map
+from ._handles import AsyncJobHandle
 from ._http import Requester
+from ._inputs import JobInput, to_spec
 from .errors import (
     BrokerUnreachable,
     JobCancelled,
@@ -30,6 +33,7 @@ from .schemas import (
     KeyCreated,
     Kind,
     Lane,
+    ModelList,
     Role,
     WorkerList,
     job_event_adapter,
@@ -73,15 +77,23 @@ class AsyncClient:
     async def submit(
         self,
         model: str,
-        request: dict[str, Any],
+        input: JobInput,
         *,
-        kind: Kind | str = Kind.chat,
+        kind: Kind | str | None = None,
         lane: Lane | str = Lane.interactive,
         idempotency_key: str | None = None,
         **options: Any,
-    ) -> Job:
-        """Queues a job; `request` is the OpenAI-shaped body for `kind`."""
-        spec = JobCreate(model=model, kind=kind, lane=lane, request=request, **options)
+    ) -> AsyncJobHandle:
+        """Queues a job and returns its handle. `input` is a prompt (chat unless `kind`
+        says otherwise), a list of chat messages, or an OpenAI-shaped request body.
+        `options` are JobCreate's: max_attempts, start_timeout_s, timeout_s, metadata,
+        wait_for_worker."""
+        spec = to_spec(model, input, kind=kind, lane=lane, **options)
+        return await self.submit_spec(spec, idempotency_key=idempotency_key)
+
+    async def submit_spec(
+        self, spec: JobCreate, *, idempotency_key: str | None = None
+    ) -> AsyncJobHandle:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         body = await self._http.request(
             "POST",
@@ -89,7 +101,28 @@ class AsyncClient:
             json=spec.model_dump(mode="json", exclude_none=True),
             headers=headers,
         )
-        return Job.model_validate(body)
+        return AsyncJobHandle(self, Job.model_validate(body))
+
+    async def job(self, job_id: str) -> AsyncJobHandle:
+        """A handle on a job submitted earlier."""
+        return AsyncJobHandle(self, await self.get(job_id))
+
+    async def map(
+        self,
+        model: str,
+        inputs: Sequence[JobInput],
+        *,
+        lane: Lane | str = Lane.batch,
+        progress: bool = True,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> list[BatchItem]:
+        """Runs one job per input and returns their outcomes in input order, each with its
+        own error (never one exception for the lot). Shows a progress bar (tqdm: a widget
+        in notebooks, text in terminals) unless `progress=False`."""
+        return await run_map(
+            self, model, inputs, lane=lane, progress=progress, timeout_s=timeout_s, **options
+        )
 
     async def get(self, job_id: str, *, wait_s: float = 0) -> Job:
         timeout = wait_s + 30 if wait_s else None
@@ -126,6 +159,13 @@ class AsyncClient:
     async def events(self, job_id: str, *, after: str | None = None) -> AsyncIterator[JobEvent]:
         """The job's events until it ends. A dropped connection resumes after the last
         event received (`Last-Event-ID`), so no event is lost or repeated."""
+        async for _, event in self.events_with_ids(job_id, after=after):
+            yield event
+
+    async def events_with_ids(
+        self, job_id: str, *, after: str | None = None
+    ) -> AsyncIterator[tuple[str, JobEvent]]:
+        """`events`, each with its id (the position to resume after)."""
         position = after
         drops = 0
         while True:
@@ -133,7 +173,7 @@ class AsyncClient:
                 async for event_id, event in self._read_events(job_id, position):
                     drops = 0
                     position = event_id
-                    yield event
+                    yield event_id, event
                     if event.type in _TERMINAL_EVENTS:
                         return
             except (httpx.TransportError, BrokerUnreachable):
@@ -174,6 +214,10 @@ class AsyncClient:
 
     async def workers(self) -> WorkerList:
         return WorkerList.model_validate(await self._http.request("GET", "/v1/workers"))
+
+    async def models(self) -> ModelList:
+        """Models live workers serve now."""
+        return ModelList.model_validate(await self._http.request("GET", "/v1/models"))
 
 
 def _raise_unless_succeeded(job: Job) -> Job:

@@ -32,6 +32,7 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "ServerError",
+    "StreamRestarted",
     "Unavailable",
     "WaitTimeout",
     "error_for_status",
@@ -111,6 +112,19 @@ class JobExpired(JobError):
 
 class WaitTimeout(JobError):
     """The job did not finish within the time the caller waited."""
+
+
+class StreamRestarted(JobError):
+    """The job's text started over (its worker was lost) after some text was already read.
+
+    The job goes on; `attempt` will produce the text from the start. Resume with
+    `handle.stream(after=exc.event_id)` to read the new attempt's text only.
+    """
+
+    def __init__(self, message: str, *, attempt: int, event_id: str):
+        super().__init__(message)
+        self.attempt = attempt
+        self.event_id = event_id
 
 
 def error_for_status(status: int, body: Any) -> APIError:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
@@ -24,8 +25,11 @@ from garage.broker.app import build_app
 from garage.broker.settings import BrokerSettings
 from garage.broker.store import Store
 from garage.broker.store.embedded import find_redis_server
+from garage.worker.backends import make_backend
 
-from .support import ManualClock, free_port, wait_until
+from .fakes import FakeConfig, FakeServer, FakeState
+from .fakes.ollama import build_app as build_fake_ollama
+from .support import ManualClock, WorkerThread, free_port, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -112,3 +116,39 @@ def live_broker(redis_url: str) -> Iterator[LiveBroker]:
     yield LiveBroker(url=f"http://127.0.0.1:{port}", clock=clock, store=store, app=app)
     server.should_exit = True
     thread.join(timeout=10)
+
+
+# A network to use: the session's broker, a fake Ollama, and a worker thread on it.
+
+
+@dataclass
+class Network:
+    url: str
+    user_key: str
+    backend: FakeState
+    broker: LiveBroker
+
+
+@pytest.fixture(scope="session")
+def fake_ollama() -> Iterator[tuple[FakeState, str]]:
+    state = FakeState(FakeConfig(models=["m"]))
+    with FakeServer(build_fake_ollama(state)) as server:
+        yield state, server.url
+
+
+@pytest.fixture
+def network(live_broker: LiveBroker, redis, fake_ollama) -> Iterator[Network]:
+    state, backend_url = fake_ollama
+    state.reset()
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def key(role: str) -> str:
+        reply = httpx.post(
+            f"{live_broker.url}/v1/admin/keys", json={"role": role, "name": role}, headers=admin
+        )
+        return reply.json()["key"]
+
+    user_key, worker_key = key("user"), key("worker")
+    backend = make_backend("ollama", backend_url, httpx.AsyncClient(timeout=30))
+    with WorkerThread(live_broker.url, worker_key, backend, slots=8):
+        yield Network(live_broker.url, user_key, state, live_broker)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,3 +77,89 @@ def spawn(
         stdin=subprocess.DEVNULL,
         cwd=cwd,
     )
+
+
+class WorkerThread:
+    """A garage Worker on its own event loop in a thread, so sync tests (the CLI under
+    click's runner, the blocking Client) have a worker while they block."""
+
+    def __init__(self, broker_url: str, token: str, backend: Any, **settings: Any) -> None:
+        from garage.client import WorkerAPI
+        from garage.worker.daemon import Worker
+        from garage.worker.settings import WorkerSettings
+
+        self.loop = asyncio.new_event_loop()
+        options = {"name": "thread-rig", "health_interval_s": 0.1, "poll_wait_s": 2, **settings}
+        self._settings = WorkerSettings(broker=broker_url, token=token, **options)
+        self._make_api = lambda: WorkerAPI(broker_url, token)
+        self._make = lambda api: Worker(self._settings, api=api, backend=backend, gpu=None)
+        self.worker: Any = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._ready = threading.Event()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def serve() -> None:
+            api = self._make_api()
+            self.worker = self._make(api)
+            self._ready.set()
+            try:
+                await self.worker.run()
+            finally:
+                await api.aclose()
+
+        self.loop.run_until_complete(serve())
+
+    def __enter__(self) -> WorkerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        wait_until(lambda: self.worker.models, timeout_s=10, what="the worker's models")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.loop.call_soon_threadsafe(self.worker.request_stop)
+        self.loop.call_soon_threadsafe(self.worker.request_stop)
+        self._thread.join(timeout=20)
+
+
+class TcpProxy:
+    """Forwards a loopback port to another; `cut()` drops every open connection, as a
+    flaky network would, while new connections keep working."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cut()
+        assert self._server is not None
+        self._server.close()
+
+    def cut(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

@@ -13,11 +13,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from garage.client.schemas import TERMINAL_STATUSES, Job, JobCreate, JobList, JobStatus, Role
+from garage.client.schemas import (
+    TERMINAL_STATUSES,
+    Job,
+    JobCreate,
+    JobList,
+    JobStatus,
+    Lane,
+    Role,
+)
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, NotFound, Unavailable
 from ..responses import model_response
 from ..store.events import is_event_id
 from ..store.jobs import new_job_id
@@ -39,6 +47,22 @@ async def _visible_job(broker: Broker, caller: Principal, job_id: str) -> Job:
     if job is None or not caller.can_see(job.owner):
         raise NotFound(f"no job {job_id!r}", param="job_id")
     return job
+
+
+_SERVED_MAX_AGE_S = 1.0  # how stale the list of served models may be when a submit asks
+
+
+async def require_served(broker: Broker, spec: JobCreate) -> None:
+    """Fails fast (503) when no live worker serves an interactive job's model."""
+    if spec.lane is not Lane.interactive or spec.wait_for_worker:
+        return
+    if spec.model not in await broker.store.fleet.models(max_age_s=_SERVED_MAX_AGE_S):
+        raise Unavailable(
+            f"no live worker serves model {spec.model!r}; submit to the batch lane or set "
+            "wait_for_worker to queue it anyway",
+            code="model_not_served",
+            param="model",
+        )
 
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)")
@@ -86,6 +110,7 @@ async def submit_job(
     """Queues a job. The same `Idempotency-Key` from the same owner returns the same job
     (200 instead of 201). With `Prefer: wait=N` the answer waits up to N seconds for the end."""
     caller.require(Role.user)
+    await require_served(broker, spec)
     job_id = new_job_id(broker.clock())
     # Listen for the end before the job exists, so no end can slip past unseen.
     with broker.notifier.until_ended(job_id) as ended:

@@ -7,6 +7,7 @@ in one pipeline rather than a Lua script.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from garage.client.schemas import WorkerInfo
@@ -22,8 +23,11 @@ class FleetStore:
         self._redis = redis
         self._clock = clock
         self.alive_ms = alive_ms
+        self._served: tuple[float, dict[str, int]] = (float("-inf"), {})
 
     async def record_poll(self, info: WorkerInfo) -> None:
+        if not set(info.models) <= self._served[1].keys():
+            self._served = (float("-inf"), {})  # a model nobody served here until now
         now_ms = self._clock()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.worker(info.worker_id), info.model_dump_json(), px=self.alive_ms)
@@ -40,12 +44,17 @@ class FleetStore:
         rows = await self._redis.mget([keys.worker(worker_id) for worker_id in ids])
         return [WorkerInfo.model_validate_json(row) for row in rows if row]
 
-    async def models(self) -> dict[str, int]:
-        """Each model served by a live, pulling worker, with how many serve it."""
-        counts: dict[str, int] = {}
+    async def models(self, *, max_age_s: float = 0.0) -> dict[str, int]:
+        """Each model served by a live worker that is not critical, with how many serve it.
+        With `max_age_s`, an answer that old may be reused (submits ask on every call)."""
+        read_at, counts = self._served
+        if time.monotonic() - read_at <= max_age_s:
+            return counts
+        counts = {}
         for worker in await self.live():
             if worker.health.state == "critical":
                 continue
             for model in worker.models:
                 counts[model] = counts.get(model, 0) + 1
+        self._served = (time.monotonic(), counts)
         return counts

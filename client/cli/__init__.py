@@ -9,6 +9,7 @@ from .broker import broker
 from .chat import chat
 from .fleet import workers
 from .job import job
+from .models import models
 from .up import up
 from .worker import worker
 
@@ -26,5 +27,6 @@ main.add_command(broker)
 main.add_command(chat)
 main.add_command(admin)
 main.add_command(job)
+main.add_command(models)
 main.add_command(worker)
 main.add_command(workers)

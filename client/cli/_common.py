@@ -1,7 +1,8 @@
 """What every CLI command shares: broker options, the client, and error exits.
 
 Exit codes scripts can rely on: 0 ok, 1 the job or request failed, 2 bad usage or input,
-3 the broker could not be reached, 4 authentication or permission refused, 5 not found.
+3 the broker could not be reached, 4 authentication or permission refused, 5 not found,
+6 no capacity (no live worker serves the model; 503).
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import APIError, AuthError, BrokerUnreachable, GarageError, NotFound
+from ..errors import (
+    APIError,
+    AuthError,
+    BrokerUnreachable,
+    GarageError,
+    NotFound,
+    Unavailable,
+)
 
 __all__ = ["broker_options", "fail", "print_json", "run_async"]
 
 T = TypeVar("T")
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_NO_CAPACITY = range(1, 7)
 
 
 def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,6 +57,8 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
             fail(exc.message, EXIT_AUTH)
         except NotFound as exc:
             fail(exc.message, EXIT_NOT_FOUND)
+        except Unavailable as exc:
+            fail(exc.message, EXIT_NO_CAPACITY)
         except APIError as exc:
             fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
         except BrokerUnreachable as exc:

@@ -216,10 +216,7 @@ def _banner(
 
 
 async def _try(url: str, user_key: str, model: str) -> None:
-    from rich.progress import Progress
-
     from .._async import AsyncClient
-    from ..errors import GarageError
     from ._stream import print_stream
 
     async with AsyncClient(url, user_key) as client:
@@ -229,22 +226,10 @@ async def _try(url: str, user_key: str, model: str) -> None:
         await print_stream(client, job.id)
 
         click.echo(f"\nbatch of {len(_TRY_PROMPTS)} prompts on {model}:")
-        jobs = [
-            await client.submit(model, {"messages": [{"role": "user", "content": p}]}, lane="batch")
-            for p in _TRY_PROMPTS
-        ]
-        answers: list[str] = []
-        with Progress(transient=True) as progress:
-            bar = progress.add_task("batch", total=len(jobs))
-            for queued in jobs:
-                try:
-                    done = await client.wait(queued.id, timeout_s=300)
-                    answers.append(done.result["choices"][0]["message"]["content"])
-                except GarageError as exc:
-                    answers.append(f"error: {exc}")
-                progress.advance(bar)
-        for prompt_text, answer in zip(_TRY_PROMPTS, answers, strict=True):
-            click.echo(f"  {prompt_text}\n    -> {answer.strip()[:160]}")
+        outcomes = await client.map(model, _TRY_PROMPTS, timeout_s=300)
+        for prompt_text, outcome in zip(_TRY_PROMPTS, outcomes, strict=True):
+            answer = outcome.text if outcome.ok else f"error: {outcome.error}"
+            click.echo(f"  {prompt_text}\n    -> {(answer or '').strip()[:160]}")
         click.echo("batch finished.")
 
 

@@ -27,6 +27,7 @@ from .jobs import (
     Usage,
 )
 from .keys import KeyCreate, KeyCreated, KeyInfo, Role
+from .models import ModelCard, ModelList
 from .workers import (
     CompleteReport,
     FailReport,
@@ -67,6 +68,8 @@ __all__ = [
     "Lane",
     "Lease",
     "LeaseReport",
+    "ModelCard",
+    "ModelList",
     "PollReply",
     "PollRequest",
     "ReportReply",

@@ -52,6 +52,36 @@ class Kind(StrEnum):
 _REQUIRED_FIELD = {Kind.chat: "messages", Kind.completion: "prompt", Kind.embedding: "input"}
 
 
+def _check_messages(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of messages"
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"message {i} must be an object with a 'role'"
+    return None
+
+
+def _check_prompt(value: Any) -> str | None:
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(p, str | int) for p in value)
+    ):
+        return None
+    return "must be a string or a non-empty list of strings or token ids"
+
+
+def _check_input(value: Any) -> str | None:
+    if isinstance(value, str) or (isinstance(value, list) and value):
+        return None
+    return "must be a string or a non-empty list"
+
+
+_INPUT_CHECKS = {
+    Kind.chat: _check_messages,
+    Kind.completion: _check_prompt,
+    Kind.embedding: _check_input,
+}
+
+
 class Usage(Out):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -89,15 +119,23 @@ class JobCreate(In):
         None, gt=0, le=7 * 86400, description="Fail the job if it is not finished in time."
     )
     metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    wait_for_worker: bool = Field(
+        False,
+        description="Queue an interactive job even when no live worker serves its model "
+        "(otherwise 503 at once). Batch jobs always queue.",
+    )
 
     @model_validator(mode="after")
     def _request_fits_kind(self) -> JobCreate:
-        required = _REQUIRED_FIELD[self.kind]
-        if required not in self.request:
-            raise ValueError(f"a {self.kind.value} request needs a '{required}' field")
         model = self.request.get("model")
         if model is not None and model != self.model:
             raise ValueError(f"request.model {model!r} differs from model {self.model!r}")
+        required = _REQUIRED_FIELD[self.kind]
+        if required not in self.request:
+            raise ValueError(f"a {self.kind.value} request needs a '{required}' field")
+        problem = _INPUT_CHECKS[self.kind](self.request[required])
+        if problem:
+            raise ValueError(f"request.{required}: {problem}")
         return self
 
 

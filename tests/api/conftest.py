@@ -48,7 +48,12 @@ async def worker(http: httpx.AsyncClient) -> dict[str, str]:
     return await new_key(http, "worker", "rig-1")
 
 
-CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+# No worker polls in most of these tests, so interactive jobs must be told to queue anyway.
+CHAT = {
+    "model": "m",
+    "request": {"messages": [{"role": "user", "content": "hi"}]},
+    "wait_for_worker": True,
+}
 
 
 def poll_body(models=("m",), slots: int = 1, wait_s: float = 0, worker_id: str = "w1") -> dict:

@@ -163,3 +163,48 @@ async def test_critical_worker_gets_no_work(http: httpx.AsyncClient, user, worke
     body = {**poll_body(), "health": {"state": "critical", "reasons": ["GPU 0 at 95°C"]}}
     reply = await http.post("/v1/worker/poll", json=body, headers=worker)
     assert reply.json() == {"leases": []}
+
+
+async def test_unserved_interactive_model_fails_fast_unless_told_to_wait(
+    http: httpx.AsyncClient, user, worker, redis
+) -> None:
+    body = {"model": "llama3", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+    keys_before = sorted(await redis.keys("garage:job:*"))
+    refused = await http.post("/v1/jobs", json=body, headers=user)
+    assert refused.status_code == 503
+    assert refused.json()["error"] == {
+        "message": "no live worker serves model 'llama3'; submit to the batch lane or set "
+        "wait_for_worker to queue it anyway",
+        "type": "service_unavailable",
+        "param": "model",
+        "code": "model_not_served",
+    }
+    assert sorted(await redis.keys("garage:job:*")) == keys_before
+    assert (
+        await http.post("/v1/jobs", json={**body, "lane": "batch"}, headers=user)
+    ).status_code == 201
+    assert (
+        await http.post("/v1/jobs", json={**body, "wait_for_worker": True}, headers=user)
+    ).status_code == 201
+    await http.post("/v1/worker/poll", json=poll_body(models=("llama3",), slots=0), headers=worker)
+    assert (await http.post("/v1/jobs", json=body, headers=user)).status_code == 201
+
+
+async def test_models_lists_what_live_workers_serve(http: httpx.AsyncClient, user, worker) -> None:
+    assert (await http.get("/v1/models", headers=user)).json() == {"object": "list", "data": []}
+    for i, models in enumerate((("llama3", "qwen"), ("llama3",))):
+        await http.post(
+            "/v1/worker/poll",
+            json=poll_body(models=models, slots=0, worker_id=f"w{i}"),
+            headers=worker,
+        )
+    hot = {
+        **poll_body(models=("mixtral",), slots=0, worker_id="hot"),
+        "health": {"state": "critical", "reasons": ["too hot"]},
+    }
+    await http.post("/v1/worker/poll", json=hot, headers=worker)
+    listed = (await http.get("/v1/models", headers=user)).json()["data"]
+    assert [(m["id"], m["workers"], m["object"]) for m in listed] == [
+        ("llama3", 2, "model"),
+        ("qwen", 1, "model"),
+    ]

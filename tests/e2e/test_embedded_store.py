@@ -12,7 +12,11 @@ from ..support import garage_command
 from .conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+CHAT = {
+    "model": "m",
+    "request": {"messages": [{"role": "user", "content": "hi"}]},
+    "wait_for_worker": True,
+}
 
 
 def test_job_survives_a_sigterm_restart(start_broker, tmp_path: Path) -> None:

@@ -11,7 +11,11 @@ from httpx_sse import aconnect_sse
 from .conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+CHAT = {
+    "model": "m",
+    "request": {"messages": [{"role": "user", "content": "hi"}]},
+    "wait_for_worker": True,
+}
 
 
 async def test_submit_on_one_lease_through_the_other_stream_across(

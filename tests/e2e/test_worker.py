@@ -197,7 +197,10 @@ def test_backend_down_stops_pulling_and_back_resumes(
         )
 
     wait_until(critical, timeout_s=30, what="the worker to report its backend down")
-    job_id = submit(broker.url, chat("m"))
+    refused = httpx.post(f"{broker.url}/v1/jobs", json=chat("m"), headers=ADMIN)
+    assert refused.status_code == 503  # nobody serves m now: fail fast...
+    assert refused.json()["error"]["code"] == "model_not_served"
+    job_id = submit(broker.url, chat("m", wait_for_worker=True))  # ...unless told to wait
     assert get_job(broker.url, job_id, wait_s=1.5)["status"] == "queued"  # not pulled
     start_fake("ollama", "--models", "m", port=port)
     done = get_job(broker.url, job_id, wait_s=30)

@@ -73,7 +73,10 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
         )
         def submit(self, model: str, lane: str, max_attempts: int) -> None:
             spec = JobCreate(
-                model=model, lane=Lane(lane), max_attempts=max_attempts, request={"messages": []}
+                model=model,
+                lane=Lane(lane),
+                max_attempts=max_attempts,
+                request={"messages": [{"role": "user", "content": "x"}]},
             )
             submitted = self.run(self.store.jobs.submit("owner", spec))
             assert submitted.created and submitted.job_id not in self.jobs

@@ -22,7 +22,11 @@ from ..conftest import ADMIN_KEY, LiveBroker
 from ..support import eventually
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-CHAT = {"model": "m", "request": {"messages": [{"role": "user", "content": "hi"}]}}
+CHAT = {
+    "model": "m",
+    "request": {"messages": [{"role": "user", "content": "hi"}]},
+    "wait_for_worker": True,
+}
 
 
 @pytest.fixture

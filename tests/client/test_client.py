@@ -1,0 +1,166 @@
+"""The Python client against a live broker and worker: handles, streaming, resume,
+timeouts, cancel, batch map, and the typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from garage.broker.store import Store
+from garage.client import (
+    AsyncClient,
+    AuthError,
+    BrokerUnreachable,
+    Client,
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    RateLimited,
+    StreamRestarted,
+    Unavailable,
+    WaitTimeout,
+)
+from garage.client.errors import error_for_status
+from tests.fakes import Outcome
+
+from ..conftest import Network
+from ..support import TcpProxy, eventually
+
+WORDS = "one two three four five six seven eight"
+IMAGE_URL_MESSAGE = [  # Ollama takes images only inline, so its adapter rejects a URL
+    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}
+]
+
+
+def test_submit_wait_text(network: Network) -> None:
+    with Client(network.url, network.user_key) as client:
+        handle = client.submit("m", "hello garage")
+        assert handle.text(timeout_s=10) == "echo: hello garage"
+        assert handle.job.status.value == "succeeded" and handle.job.usage.total_tokens == 5
+        again = client.job(handle.id)
+        assert again.result()["choices"][0]["message"]["content"] == "echo: hello garage"
+        completion = client.submit("m", "a b", kind="completion")
+        assert completion.text(timeout_s=10) == "echo: a b"
+        embedding = client.submit("m", {"input": ["x", "y"]})
+        assert len(embedding.result(timeout_s=10)["data"]) == 2
+        listed = client.list(limit=10)
+        # the broker's clock stands still in these tests, so compare without order
+        assert {j.id for j in listed.data} == {embedding.id, completion.id, handle.id}
+
+
+def test_stream_yields_the_text_as_it_comes(network: Network) -> None:
+    network.backend.configure(tokens_per_s=40)
+    with Client(network.url, network.user_key) as client:
+        handle = client.submit("m", WORDS)
+        pieces = list(handle.stream())
+        assert len(pieces) > 1 and "".join(pieces) == f"echo: {WORDS}"
+        assert handle.wait(timeout_s=5).status.value == "succeeded"
+
+
+async def test_sync_client_works_inside_a_running_event_loop(network: Network) -> None:
+    asyncio.get_running_loop()  # as in a Jupyter cell: a loop runs in this thread
+    with Client(network.url, network.user_key) as client:
+        assert client.submit("m", "from a notebook").text(timeout_s=10) == "echo: from a notebook"
+        [item] = client.map("m", ["mapped"], progress=False)
+        assert item.ok and item.text == "echo: mapped"
+
+
+async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
+    network: Network,
+) -> None:
+    network.backend.configure(tokens_per_s=25)
+    port = int(network.url.rsplit(":", 1)[1])
+    async with (
+        TcpProxy(port) as proxy,
+        AsyncClient(f"http://127.0.0.1:{proxy.port}", network.user_key) as client,
+    ):
+        handle = await client.submit("m", WORDS)
+        pieces: list[str] = []
+        ids: list[str] = []
+        async for event_id, event in client.events_with_ids(handle.id):
+            ids.append(event_id)
+            if event.type == "delta":
+                pieces.append(event.text)
+                if len(pieces) == 2:
+                    proxy.cut()  # the connection drops mid-stream
+        assert len(ids) == len(set(ids))  # nothing repeated
+        assert "".join(pieces) == f"echo: {WORDS}"  # nothing lost
+        assert len(pieces) > 2
+
+
+async def test_wait_timeout_then_cancel_reaches_the_backend(network: Network) -> None:
+    network.backend.configure(hang=True)
+    async with AsyncClient(network.url, network.user_key) as client:
+        handle = await client.submit("m", "never answered")
+        with pytest.raises(WaitTimeout) as timed_out:
+            await handle.wait(timeout_s=0.5)
+        assert timed_out.value.job.status.value == "running"
+        await handle.cancel()
+        with pytest.raises(JobCancelled):
+            await handle.wait(timeout_s=10)
+
+        async def aborted():
+            return any(r.outcome is Outcome.aborted for r in network.backend.requests)
+
+        await eventually(aborted, what="the backend request to be aborted")
+
+
+async def test_map_returns_every_outcome_in_order(network: Network) -> None:
+    async with AsyncClient(network.url, network.user_key) as client:
+        inputs = [
+            "first",
+            {"no_messages": True},  # malformed: never submitted
+            IMAGE_URL_MESSAGE,  # the backend rejects it
+            {"messages": [{"role": "user", "content": "fourth"}], "temperature": 0},
+        ]
+        items = await client.map("m", inputs, progress=False, timeout_s=30)
+    assert [item.index for item in items] == [0, 1, 2, 3]
+    assert [item.ok for item in items] == [True, False, False, True]
+    assert items[0].text == "echo: first" and items[3].text == "echo: fourth"
+    assert items[1].job is None and "messages" in str(items[1].error)
+    assert isinstance(items[2].error, JobFailed)
+    assert items[2].job.error.type == "backend_rejected"
+
+
+async def test_stream_raises_on_restart_and_resumes_with_the_new_attempt(
+    network: Network, live_broker, redis
+) -> None:
+    network.backend.configure(tokens_per_s=10)
+    store = Store.on(
+        redis, live_broker.clock, lease_ms=30_000, retention_ms=3_600_000, worker_alive_ms=60_000
+    )
+    async with AsyncClient(network.url, network.user_key) as client:
+        handle = await client.submit("m", WORDS)
+        seen: list[str] = []
+        with pytest.raises(StreamRestarted) as restarted:
+            async for piece in handle.stream():
+                seen.append(piece)
+                if len(seen) == 1:  # the worker's lease runs out under it
+                    live_broker.clock.advance(31)
+                    assert (await store.leases.reap()).requeued == 1
+        assert restarted.value.attempt == 2
+        rest = [piece async for piece in handle.stream(after=restarted.value.event_id)]
+        assert "".join(rest) == f"echo: {WORDS}"
+        assert (await handle.wait(timeout_s=10)).attempt == 2
+
+
+async def test_typed_errors(network: Network) -> None:
+    async with AsyncClient(network.url, "gk-u-wrong") as client:
+        with pytest.raises(AuthError) as denied:
+            await client.list()
+        assert denied.value.status == 401 and denied.value.message == "invalid API key"
+    async with AsyncClient(network.url, network.user_key) as client:
+        with pytest.raises(NotFound):
+            await client.get("job_nope")
+        with pytest.raises(Unavailable) as unserved:
+            await client.submit("nobody-serves-this", "hi")
+        assert unserved.value.code == "model_not_served"
+        with pytest.raises(JobFailed) as failed:
+            await (await client.submit("m", IMAGE_URL_MESSAGE)).wait(timeout_s=10)
+        assert failed.value.job.error.type == "backend_rejected"
+    async with AsyncClient("http://127.0.0.1:9", network.user_key) as client:
+        with pytest.raises(BrokerUnreachable):
+            await client.list()
+    limited = error_for_status(429, {"error": {"message": "slow down", "code": "rate_limited"}})
+    assert isinstance(limited, RateLimited) and limited.message == "slow down"
