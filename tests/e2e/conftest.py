@@ -1,4 +1,5 @@
-"""Real processes: `garage broker run` subprocesses, stopped with signals like in production."""
+"""Real processes: broker, workers and fake backends as subprocesses, stopped with signals
+as in production. Each fixture kills what it started when the test ends."""
 
 from __future__ import annotations
 
@@ -16,60 +17,14 @@ import pytest
 from ..support import ROOT, garage_command, spawn, wait_until
 
 ADMIN_KEY = "e2e-admin-key"
-_LISTENING = re.compile(r"garage broker listening on (http://\S+)")
-
-
-@dataclass
-class BrokerProcess:
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=timeout_s)
-
-
-@pytest.fixture
-def start_broker(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
-    started: list[BrokerProcess] = []
-
-    def start(*args: str, name: str = "broker", port: int = 0) -> BrokerProcess:
-        log = tmp_path / f"{name}-{len(started)}.log"
-        if "--redis-url" not in args and "--data-dir" not in args:
-            args = (*args, "--data-dir", str(tmp_path / f"{name}-{len(started)}-data"))
-        process = spawn(
-            garage_command("broker", "run", "--port", str(port), *args),
-            env={"GARAGE_ADMIN_KEY": ADMIN_KEY},
-            log=log,
-        )
-
-        def listening() -> str | None:
-            if process.poll() is not None:
-                raise AssertionError(f"broker exited:\n{log.read_text()}")
-            found = _LISTENING.search(log.read_text())
-            return found.group(1) if found else None
-
-        url = wait_until(listening, timeout_s=30, what="the broker to listen")
-        broker = BrokerProcess(process=process, url=url, log=log)
-        started.append(broker)
-        return broker
-
-    yield start
-    for broker in started:
-        if broker.process.poll() is None:
-            broker.process.kill()
-            broker.process.wait()
-
-
-_FAKE_LISTENING = re.compile(r"listening on (http://\S+)")
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+_LISTENING = re.compile(r"listening on (http://\S+)")
 
 
 @dataclass
 class Proc:
     process: subprocess.Popen
-    url: str
+    url: str  # what it serves (broker, fake) or talks to (worker)
     log: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
@@ -78,50 +33,99 @@ class Proc:
         return self.process.wait(timeout=timeout_s)
 
 
-@pytest.fixture
-def start_fake(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """A fake Ollama or OpenAI-compatible server as a subprocess."""
-    started: list[Proc] = []
+class Processes:
+    """Starts subprocesses into `tmp_path` logs and kills the survivors at the end."""
 
-    def start(kind: str, *args: str, port: int = 0) -> Proc:
-        log = tmp_path / f"fake-{kind}-{len(started)}.log"
-        process = spawn(
-            [sys.executable, "-m", f"tests.fakes.{kind}", "--port", str(port), *args],
-            log=log,
-            cwd=ROOT,
-        )
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Proc] = []
 
-        def listening() -> str | None:
+    def spawn(
+        self,
+        args: list[str],
+        name: str,
+        *,
+        env: dict[str, str] | None = None,
+        ready: Callable[[subprocess.Popen, Path], str | None],
+        what: str,
+    ) -> Proc:
+        log = self.tmp_path / f"{name}-{len(self.started)}.log"
+        process = spawn(args, env=env, log=log, cwd=ROOT)
+
+        def up() -> str | None:
             if process.poll() is not None:
-                raise AssertionError(f"fake {kind} exited:\n{log.read_text()}")
-            found = _FAKE_LISTENING.search(log.read_text())
-            return found.group(1) if found else None
+                raise AssertionError(f"{name} exited:\n{log.read_text()}")
+            return ready(process, log)
 
-        proc = Proc(process, wait_until(listening, timeout_s=30, what=f"fake {kind}"), log)
-        started.append(proc)
+        proc = Proc(process, wait_until(up, timeout_s=30, what=what), log)
+        self.started.append(proc)
         return proc
 
-    yield start
-    for proc in started:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
+    def spawn_listening(self, args: list[str], name: str, **options) -> Proc:
+        """A process that prints `listening on URL` once it serves."""
+
+        def listening(process: subprocess.Popen, log: Path) -> str | None:
+            found = _LISTENING.search(log.read_text())
+            return found.group(1) if found else None
+
+        return self.spawn(args, name, ready=listening, what=f"{name} to listen", **options)
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.process.poll() is None:
+                proc.process.kill()
+                proc.process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.kill_all()
+
+
+@pytest.fixture
+def start_broker(processes: Processes) -> Callable[..., Proc]:
+    """`garage broker run`; on its own embedded store unless given --redis-url/--data-dir."""
+
+    def start(*args: str, name: str = "broker", port: int = 0) -> Proc:
+        if "--redis-url" not in args and "--data-dir" not in args:
+            data = processes.tmp_path / f"{name}-{len(processes.started)}-data"
+            args = (*args, "--data-dir", str(data))
+        return processes.spawn_listening(
+            garage_command("broker", "run", "--port", str(port), *args),
+            name,
+            env={"GARAGE_ADMIN_KEY": ADMIN_KEY},
+        )
+
+    return start
+
+
+@pytest.fixture
+def start_fake(processes: Processes) -> Callable[..., Proc]:
+    """A fake Ollama or OpenAI-compatible server."""
+
+    def start(kind: str, *args: str, port: int = 0) -> Proc:
+        return processes.spawn_listening(
+            [sys.executable, "-m", f"tests.fakes.{kind}", "--port", str(port), *args],
+            f"fake-{kind}",
+        )
+
+    return start
 
 
 def make_key(broker_url: str, role: str, name: str = "e2e") -> str:
     reply = httpx.post(
-        f"{broker_url}/v1/admin/keys",
-        json={"role": role, "name": name},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        f"{broker_url}/v1/admin/keys", json={"role": role, "name": name}, headers=ADMIN_HEADERS
     )
     assert reply.status_code == 201, reply.text
     return reply.json()["key"]
 
 
 @pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
-    """`garage worker run` as a subprocess, returned once the fleet view lists it."""
-    started: list[Proc] = []
+def start_worker(processes: Processes) -> Callable[..., Proc]:
+    """`garage worker run`, returned once the fleet view lists it."""
+    count = 0
 
     def start(
         broker_url: str,
@@ -130,11 +134,16 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
         *args: str,
         name: str | None = None,
         env: dict[str, str] | None = None,
-        wait_for_models: bool = True,
     ) -> Proc:
-        name = name or f"rig-{len(started)}"
-        log = tmp_path / f"worker-{name}.log"
-        process = spawn(
+        nonlocal count
+        name = name or f"rig-{count}"
+        count += 1
+
+        def listed(process: subprocess.Popen, log: Path) -> str | None:
+            fleet = httpx.get(f"{broker_url}/v1/workers", headers=ADMIN_HEADERS).json()["data"]
+            return broker_url if any(w["name"] == name and w["models"] for w in fleet) else None
+
+        return processes.spawn(
             garage_command(
                 "worker",
                 "run",
@@ -148,30 +157,14 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
                 name,
                 *args,
             ),
+            f"worker-{name}",
             env={
                 "GARAGE_WORKER_TOKEN": make_key(broker_url, "worker", name),
                 "GARAGE_WORKER_HEALTH_INTERVAL_S": "0.3",
                 **(env or {}),
             },
-            log=log,
+            ready=listed,
+            what=f"worker {name} in the fleet",
         )
 
-        def listed() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"worker {name} exited:\n{log.read_text()}")
-            fleet = httpx.get(f"{broker_url}/v1/workers", headers=ADMIN_HEADERS).json()["data"]
-            return any(w["name"] == name and (w["models"] or not wait_for_models) for w in fleet)
-
-        wait_until(listed, timeout_s=30, what=f"worker {name} in the fleet")
-        proc = Proc(process, broker_url, log)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.process.poll() is None:
-            proc.process.kill()
-            proc.process.wait()
-
-
-ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    return start

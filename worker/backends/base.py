@@ -38,6 +38,7 @@ __all__ = [
     "BackendUnavailable",
     "ErrorParser",
     "OnText",
+    "answers",
     "error_for_status",
     "guard",
     "open_stream",
@@ -129,6 +130,15 @@ def error_for_status(status: int, message: str, code: str | None = None) -> Back
     if 400 <= status < 500 and status not in _RETRYABLE_4XX:
         return BackendRejected(message, status=status, code=code)
     return BackendUnavailable(f"HTTP {status}: {message}", status=status, code=code)
+
+
+async def answers(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bool:
+    """Whether a GET of `url` succeeds within PING_TIMEOUT_S: a backend's health check."""
+    try:
+        response = await http.get(url, headers=headers, timeout=PING_TIMEOUT_S)
+    except httpx.HTTPError:
+        return False
+    return response.is_success
 
 
 def request_model(request: dict[str, Any]) -> str:

@@ -27,11 +27,11 @@ import httpx
 from garage.client.schemas import Kind, Usage
 
 from .base import (
-    PING_TIMEOUT_S,
     BackendRejected,
     BackendResult,
     BackendUnavailable,
     OnText,
+    answers,
     guard,
     open_stream,
     read_body,
@@ -79,13 +79,7 @@ class OllamaBackend:
         return [name for name in names if name]
 
     async def ping(self) -> bool:
-        try:
-            response = await self._http.get(
-                self._url + "/api/version", headers=self._headers, timeout=PING_TIMEOUT_S
-            )
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        return await answers(self._http, self._url + "/api/version", self._headers)
 
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None

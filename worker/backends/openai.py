@@ -25,11 +25,11 @@ from httpx_sse import EventSource
 from garage.client.schemas import Kind, Usage
 
 from .base import (
-    PING_TIMEOUT_S,
     BackendError,
     BackendResult,
     BackendUnavailable,
     OnText,
+    answers,
     error_for_status,
     guard,
     open_stream,
@@ -66,13 +66,7 @@ class OpenAIBackend:
         return [m["id"] for m in reply.get("data") or [] if isinstance(m, dict) and "id" in m]
 
     async def ping(self) -> bool:
-        try:
-            response = await self._http.get(
-                self._url + "/models", headers=self._headers, timeout=PING_TIMEOUT_S
-            )
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        return await answers(self._http, self._url + "/models", self._headers)
 
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
