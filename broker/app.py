@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from garage.client.schemas import ErrorBody
 
 from . import __version__
-from .api import admin, jobs, models, ops, workers
+from .api import admin, inference, jobs, models, ops, workers
 from .auth import Authenticator
 from .clock import Clock, system_clock
 from .deps import Broker
@@ -57,7 +57,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     )
     app.state.broker = broker
     install_error_handlers(app)
-    for module in (jobs, workers, models, admin, ops):
+    for module in (inference, jobs, workers, models, admin, ops):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
