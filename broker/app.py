@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from garage.client.schemas import ErrorBody
+from garage.client.schemas import MAX_BATCH_FILE_BYTES, ErrorBody
 
 from . import __version__
-from .api import admin, inference, jobs, models, ops, workers
+from .api import admin, batches, files, inference, jobs, models, ops, workers
 from .auth import Authenticator
 from .clock import Clock, system_clock
 from .deps import Broker
 from .errors import install_error_handlers
+from .finalizer import run_finalizer
 from .middleware.body_limit import BodyLimitMiddleware
 from .notify import Notifier
 from .reaper import run_reaper
@@ -43,6 +44,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
             background = [
                 tasks.create_task(broker.notifier.run()),
                 tasks.create_task(run_reaper(store, interval_s=settings.reap_interval_s)),
+                tasks.create_task(run_finalizer(store, interval_s=settings.finalize_interval_s)),
             ]
             yield
             for task in background:
@@ -57,7 +59,12 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     )
     app.state.broker = broker
     install_error_handlers(app)
-    for module in (inference, jobs, workers, models, admin, ops):
+    for module in (inference, jobs, workers, models, files, batches, admin, ops):
         app.include_router(module.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # a batch input file may be far larger than any request (plus the multipart framing)
+        overrides={"/v1/files": MAX_BATCH_FILE_BYTES + 1024 * 1024},
+    )
     return app

@@ -41,6 +41,9 @@ class BrokerSettings(BaseSettings):
     reap_interval_s: float = Field(
         1.0, gt=0, description="Seconds between reaper passes in this process."
     )
+    finalize_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between looks for finished batches to write out."
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )

@@ -96,6 +96,7 @@ def live_broker(redis_url: str) -> Iterator[LiveBroker]:
         admin_key=ADMIN_KEY,
         max_body_bytes=64 * 1024,
         reap_interval_s=3600,  # tests reap by hand
+        finalize_interval_s=0.1,
         key_cache_s=0,
     )
     store = Store.on(

@@ -14,17 +14,21 @@ class _TooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = overrides or {}  # exact path -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.overrides.get(scope["path"], self.max_bytes)
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._reject(send, limit)
                 return
 
         received = 0
@@ -36,7 +40,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     raise _TooLarge
             return message
@@ -47,7 +51,7 @@ class BodyLimitMiddleware:
                 # The app turned the aborted read into an error of its own; answer 413.
                 if message["type"] == "http.response.start":
                     started = True
-                    await self._reject(send)
+                    await self._reject(send, limit)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -56,13 +60,13 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "error": {
-                    "message": f"request body over the limit of {self.max_bytes} bytes",
+                    "message": f"request body over the limit of {limit} bytes",
                     "type": "invalid_request_error",
                     "param": None,
                     "code": "payload_too_large",

@@ -1,8 +1,8 @@
 """The only code that talks to Redis. Each state change is one Lua script (`*.lua`).
 
 `Store` bundles one Redis client with the parts that use it: jobs, leases, events, the
-fleet view and API keys. `open_store` connects to a URL, to the embedded `redis-server`, or
-(only where no binary exists) to an in-process fakeredis.
+fleet view, API keys, files and batches. `open_store` connects to a URL, to the embedded
+`redis-server`, or (only where no binary exists) to an in-process fakeredis.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any
 
 from ..clock import Clock
 from .apikeys import ApiKeyStore
+from .batches import BatchStore
 from .channels import OnMessage, Subscriber
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
+from .files import FileStore
 from .fleet import FleetStore
 from .jobs import JobStore
 from .leases import LeaseStore
@@ -37,6 +39,8 @@ class Store:
     events: EventStore
     fleet: FleetStore
     apikeys: ApiKeyStore
+    files: FileStore
+    batches: BatchStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
 
     @classmethod
@@ -51,13 +55,17 @@ class Store:
         kind: str = "redis",
     ) -> Store:
         scripts = Scripts(redis)
+        jobs = JobStore(redis, scripts, clock, retention_ms=retention_ms)
+        files = FileStore(redis, clock, retention_ms=retention_ms)
         return cls(
             redis=redis,
-            jobs=JobStore(redis, scripts, clock, retention_ms=retention_ms),
+            jobs=jobs,
             leases=LeaseStore(scripts, clock, lease_ms=lease_ms, retention_ms=retention_ms),
             events=EventStore(redis),
             fleet=FleetStore(redis, clock, alive_ms=worker_alive_ms),
             apikeys=ApiKeyStore(redis, clock),
+            files=files,
+            batches=BatchStore(redis, scripts, clock, jobs, files, retention_ms=retention_ms),
             kind=kind,
         )
 

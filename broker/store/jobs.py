@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,45 +86,72 @@ class JobStore:
         spec: JobCreate,
         *,
         idempotency_key: str | None = None,
-        batch_id: str | None = None,
         job_id: str | None = None,
     ) -> Submitted:
         """Queues the job under `job_id` (a fresh id when None); an idempotency key that
         matches an earlier job returns that job instead."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
+        idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
+        args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem)
+        found_id, created, flat = await self._scripts.submit(args=args)
+        if not int(created):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Submitted(job=job_from_hash(fields), created=False)
+        logger.info(
+            "job.submitted",
+            extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
+        )
+        return Submitted(job=job, created=True)
+
+    async def submit_many(
+        self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500
+    ) -> list[str]:
+        """Queues many jobs of one batch, `chunk` scripts per round trip; returns their ids
+        in order. Each job records `custom_id` from its spec's metadata."""
+        ids: list[str] = []
+        for start in range(0, len(specs), chunk):
+            now_ms = self._clock()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for spec in specs[start : start + chunk]:
+                    job_id = new_job_id(now_ms)
+                    args, _ = self._submit_args(owner, spec, job_id, now_ms, batch_id=batch_id)
+                    await self._scripts.submit(args=args, client=pipe)
+                    ids.append(job_id)
+                await pipe.execute()
+        return ids
+
+    def _submit_args(
+        self,
+        owner: str,
+        spec: JobCreate,
+        job_id: str,
+        now_ms: int,
+        *,
+        idem: str = "",
+        batch_id: str | None = None,
+    ) -> tuple[list[Any], Job]:
         start_deadline = _deadline(now_ms, spec.start_timeout_s)
         deadline = _deadline(now_ms, spec.timeout_s)
         request = dict(spec.request)
         request["model"] = spec.model
-        idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
-        found_id, created, flat = await self._scripts.submit(
-            args=[
-                job_id,
-                owner,
-                spec.model,
-                spec.kind.value,
-                spec.lane.value,
-                json.dumps(request, separators=(",", ":")),
-                spec.max_attempts,
-                now_ms,
-                start_deadline,
-                deadline,
-                json.dumps(spec.metadata),
-                batch_id or "",
-                idem,
-                keys.owner_jobs(owner),
-                keys.ALL_JOBS,
-            ]
-        )
-        if int(created):
-            logger.info(
-                "job.submitted",
-                extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
-            )
-        if not int(created):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Submitted(job=job_from_hash(fields), created=False)
+        args = [
+            job_id,
+            owner,
+            spec.model,
+            spec.kind.value,
+            spec.lane.value,
+            json.dumps(request, separators=(",", ":")),
+            spec.max_attempts,
+            now_ms,
+            start_deadline,
+            deadline,
+            json.dumps(spec.metadata),
+            batch_id or "",
+            idem,
+            keys.owner_jobs(owner),
+            keys.ALL_JOBS,
+        ]
         job = Job(
             id=job_id,
             owner=owner,
@@ -140,7 +168,7 @@ class JobStore:
             metadata=spec.metadata,
             batch_id=batch_id,
         )
-        return Submitted(job=job, created=True)
+        return args, job
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._redis.hgetall(keys.job(job_id))

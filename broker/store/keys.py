@@ -10,6 +10,8 @@ from __future__ import annotations
 
 __all__ = [
     "ALL_JOBS",
+    "BATCHES_TO_FINALIZE",
+    "BATCH_PREFIX",
     "ENDED_CHANNEL",
     "EVENTS_CHANNEL_PREFIX",
     "JOB_PREFIX",
@@ -20,10 +22,16 @@ __all__ = [
     "WORKERS",
     "api_key",
     "api_key_ids",
+    "batch",
+    "batch_jobs",
     "events",
     "events_channel",
+    "file",
+    "file_content",
     "idempotency",
     "job",
+    "owner_batches",
+    "owner_files",
     "owner_jobs",
     "queue",
     "worker",
@@ -37,6 +45,8 @@ LEASES = ROOT + "leases"  # ZSET running job id -> lease expiry (ms)
 START_DEADLINES = ROOT + "start-deadlines"  # ZSET queued job id -> start deadline (ms)
 ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
+BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts
+BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)try (ms)
 WAKE_CHANNEL = ROOT + "wake"  # PUBLISH "<model> <job id>" when a job becomes claimable
 ENDED_CHANNEL = ROOT + "ended"  # PUBLISH the job id when a job reaches an end
 EVENTS_CHANNEL_PREFIX = ROOT + "ev:"  # PUBLISH garage:ev:{id} when a job's stream grows
@@ -80,3 +90,29 @@ def api_key_ids() -> str:
 def worker(worker_id: str) -> str:
     """STRING holding the worker's last poll (JSON), expiring when it goes quiet."""
     return f"{ROOT}worker:{worker_id}"
+
+
+def batch(batch_id: str) -> str:
+    return BATCH_PREFIX + batch_id
+
+
+def batch_jobs(batch_id: str) -> str:
+    """LIST of the batch's job ids, in the order of the input file's lines."""
+    return BATCH_PREFIX + batch_id + ":jobs"
+
+
+def owner_batches(owner: str) -> str:
+    return f"{ROOT}owner:{owner}:batches"
+
+
+def file(file_id: str) -> str:
+    """HASH describing an uploaded or written file."""
+    return f"{ROOT}file:{file_id}"
+
+
+def file_content(file_id: str) -> str:
+    return f"{ROOT}file:{file_id}:content"
+
+
+def owner_files(owner: str) -> str:
+    return f"{ROOT}owner:{owner}:files"

@@ -7,6 +7,8 @@
 --   queue:{m}:{lane}  ZSET    queued job ids of model m; lowest score is handed out first
 --   leases            ZSET    running job id -> lease expiry (ms)
 --   start-deadlines   ZSET    queued job id -> start deadline (ms)
+--   batch:{id}        HASH    a batch: status, total, completed, failed, timestamps
+--   batches:finalize  ZSET    batch id -> when a broker may (re)try writing its results
 -- Channels: ev:{id} gets "<stream entry id> <event type>"; wake gets "<model> <job id>"
 -- when a job becomes claimable; ended gets the id of every job that reaches an end.
 
@@ -17,6 +19,8 @@ local LEASES = '__LEASES__'
 local START_DEADLINES = '__START_DEADLINES__'
 local WAKE_CHANNEL = '__WAKE_CHANNEL__'
 local ENDED_CHANNEL = '__ENDED_CHANNEL__'
+local BATCH_PREFIX = '__BATCH_PREFIX__'
+local BATCHES_TO_FINALIZE = '__BATCHES_TO_FINALIZE__'
 local EVENTS_CHANNEL_PREFIX = '__EVENTS_CHANNEL_PREFIX__'
 
 -- A requeued job goes ahead of every fresh one: fresh jobs score their creation time in
@@ -50,12 +54,27 @@ local function emit_error(id, status, attempt, err_json)
     '","error":' .. err_json .. '}')
 end
 
+-- Counts a batch job's end; the last one hands the batch to the finalizers.
+local function count_for_batch(batch_id, status, now_ms)
+  local key = BATCH_PREFIX .. batch_id
+  redis.call('HINCRBY', key, status == 'succeeded' and 'completed' or 'failed', 1)
+  local b = redis.call('HMGET', key, 'total', 'completed', 'failed', 'status')
+  if tonumber(b[2]) + tonumber(b[3]) >= tonumber(b[1]) then
+    if b[4] == 'in_progress' then
+      redis.call('HSET', key, 'status', 'finalizing', 'finalizing_ms', now_ms)
+    end
+    redis.call('ZADD', BATCHES_TO_FINALIZE, now_ms, batch_id)
+  end
+end
+
 -- Moves a job to a terminal status. Terminal states never change again: every script
 -- checks the status before it writes. The job, its events and its idempotency key then
--- expire after the retention time.
+-- expire after the retention time. A batch job is counted in its batch.
 local function finish(id, status, now_ms, retention_ms, fields)
   local key = job_key(id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
+  local batch_id = redis.call('HGET', key, 'batch_id')
+  if batch_id and batch_id ~= '' then count_for_batch(batch_id, status, now_ms) end
   redis.call('ZREM', LEASES, id)
   redis.call('ZREM', START_DEADLINES, id)
   redis.call('PEXPIRE', key, retention_ms)

@@ -23,6 +23,8 @@ _PLACEHOLDERS = {
     "__START_DEADLINES__": keys.START_DEADLINES,
     "__WAKE_CHANNEL__": keys.WAKE_CHANNEL,
     "__ENDED_CHANNEL__": keys.ENDED_CHANNEL,
+    "__BATCH_PREFIX__": keys.BATCH_PREFIX,
+    "__BATCHES_TO_FINALIZE__": keys.BATCHES_TO_FINALIZE,
     "__EVENTS_CHANNEL_PREFIX__": keys.EVENTS_CHANNEL_PREFIX,
 }
 
@@ -51,3 +53,4 @@ class Scripts:
         self.fail = redis.register_script(source("fail"))
         self.cancel = redis.register_script(source("cancel"))
         self.reap = redis.register_script(source("reap"))
+        self.claim_batch = redis.register_script(source("claim_batch"))

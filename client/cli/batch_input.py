@@ -16,15 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from .._inputs import to_spec
+from ..batch_file import BatchLineError, parse_batch_jsonl, to_job
 from ..schemas import JobCreate, Lane
 
 __all__ = ["InputError", "InputItem", "read_input"]
-
-_URL_KINDS = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completion",
-    "/v1/embeddings": "embedding",
-}
 
 
 class InputError(ValueError):
@@ -48,11 +43,6 @@ def read_input(path: Path, model: str, lane: Lane) -> list[InputItem]:
         items = _read_array(path, text, model, lane)
     else:
         items = _read_jsonl(path, text, model, lane)
-    seen: set[str] = set()
-    for item in items:
-        if item.custom_id in seen:
-            raise InputError(f"{path}: custom_id {item.custom_id!r} appears twice")
-        seen.add(item.custom_id)
     return items
 
 
@@ -73,34 +63,15 @@ def _read_array(path: Path, text: str, model: str, lane: Lane) -> list[InputItem
 
 
 def _read_jsonl(path: Path, text: str, model: str, lane: Lane) -> list[InputItem]:
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict):
-            raise InputError(f"{where}: expected an object in OpenAI's batch format")
-        custom_id, url, body = record.get("custom_id"), record.get("url"), record.get("body")
-        if not isinstance(custom_id, str) or not custom_id:
-            raise InputError(f"{where}: 'custom_id' must be a non-empty string")
-        if record.get("method", "POST") != "POST":
-            raise InputError(f"{where}: 'method' must be POST")
-        if url not in _URL_KINDS:
-            raise InputError(f"{where}: 'url' must be one of {', '.join(_URL_KINDS)}")
-        if not isinstance(body, dict):
-            raise InputError(f"{where}: 'body' must be an object")
-        body = dict(body)
-        named = body.pop("model", model)
-        if named != model:
-            raise InputError(f"{where}: body.model {named!r} differs from --model {model!r}")
-        items.append(InputItem(custom_id, _spec(where, model, body, lane, _URL_KINDS[url])))
-    if not items:
-        raise InputError(f"{path}: no requests in the file")
-    return items
+    try:
+        lines = parse_batch_jsonl(text)
+        return [
+            InputItem(line.custom_id, to_job(line, model).model_copy(update={"lane": lane}))
+            for line in lines
+        ]
+    except BatchLineError as exc:
+        where = f"{path} line {exc.line}" if exc.line else str(path)
+        raise InputError(f"{where}: {exc.message}") from exc
 
 
 def _spec(where: str, model: str, value: Any, lane: Lane, kind: str | None = None) -> JobCreate:

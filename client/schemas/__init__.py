@@ -4,6 +4,18 @@ The broker implements these models, the worker and the client consume them; nobo
 copy. Split by resource: jobs, events, workers (poll, leases, fleet), keys, errors.
 """
 
+from .batches import (
+    BATCH_ENDPOINTS,
+    MAX_BATCH_FILE_BYTES,
+    MAX_BATCH_REQUESTS,
+    Batch,
+    BatchCreate,
+    BatchError,
+    BatchErrors,
+    BatchList,
+    BatchRequestCounts,
+    BatchStatus,
+)
 from .errors import ErrorBody, ErrorDetail
 from .events import (
     DeltaEvent,
@@ -14,6 +26,7 @@ from .events import (
     StatusEvent,
     job_event_adapter,
 )
+from .files import FileDeleted, FileList, FileObject
 from .jobs import (
     TERMINAL_STATUSES,
     Job,
@@ -44,7 +57,17 @@ from .workers import (
 )
 
 __all__ = [
+    "BATCH_ENDPOINTS",
+    "MAX_BATCH_FILE_BYTES",
+    "MAX_BATCH_REQUESTS",
     "TERMINAL_STATUSES",
+    "Batch",
+    "BatchCreate",
+    "BatchError",
+    "BatchErrors",
+    "BatchList",
+    "BatchRequestCounts",
+    "BatchStatus",
     "CompleteReport",
     "DeltaEvent",
     "DoneEvent",
@@ -52,6 +75,9 @@ __all__ = [
     "ErrorDetail",
     "ErrorEvent",
     "FailReport",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
     "GpuInfo",
     "Health",
     "HealthState",

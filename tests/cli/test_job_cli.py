@@ -121,13 +121,13 @@ def test_failed_items_are_written_and_exit_1(network: Network, tmp_path: Path) -
         (
             GOOD_LINE + GOOD_LINE,
             "b.jsonl",
-            "custom_id 'a' appears twice",
+            "b.jsonl line 2: custom_id 'a' already used on line 1",
         ),
         (
             '{"custom_id": "a", "url": "/v1/chat/completions",'
             ' "body": {"model": "other", "messages": []}}\n',
             "b.jsonl",
-            "b.jsonl line 1: body.model 'other' differs from --model 'm'",
+            "b.jsonl line 1: body.model 'other' differs from 'm'",
         ),
         (
             GOOD_LINE.replace("/v1/chat/completions", "/v1/completions"),

@@ -1,0 +1,111 @@
+"""OpenAI's batch input format: JSONL, one request per line.
+
+    {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+
+Parsed here once for both sides: the broker's Batch API validates an uploaded file with it,
+and `garage job submit` reads local files with it. Every problem names its line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from .schemas import JobCreate, Kind, Lane
+
+__all__ = ["URL_KINDS", "BatchLine", "BatchLineError", "parse_batch_jsonl", "to_job"]
+
+URL_KINDS = {
+    "/v1/chat/completions": Kind.chat,
+    "/v1/completions": Kind.completion,
+    "/v1/embeddings": Kind.embedding,
+}
+
+
+class BatchLineError(ValueError):
+    """A line of a batch file is malformed."""
+
+    def __init__(self, line: int | None, message: str, param: str | None = None) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+        self.message = message
+        self.param = param
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    line: int  # 1-based, as editors count
+    custom_id: str
+    url: str
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> Kind:
+        return URL_KINDS[self.url]
+
+
+def parse_batch_jsonl(
+    text: str, *, endpoint: str | None = None, max_requests: int | None = None
+) -> list[BatchLine]:
+    """Every request of the file, in order; raises BatchLineError at the first bad line."""
+    lines: list[BatchLine] = []
+    seen: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise BatchLineError(number, f"not valid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise BatchLineError(number, "expected a JSON object")
+        custom_id, url, body = record.get("custom_id"), record.get("url"), record.get("body")
+        if not isinstance(custom_id, str) or not custom_id:
+            raise BatchLineError(number, "'custom_id' must be a non-empty string", "custom_id")
+        if custom_id in seen:
+            raise BatchLineError(
+                number,
+                f"custom_id {custom_id!r} already used on line {seen[custom_id]}",
+                "custom_id",
+            )
+        if record.get("method", "POST") != "POST":
+            raise BatchLineError(number, "'method' must be POST", "method")
+        if url not in URL_KINDS:
+            raise BatchLineError(number, f"'url' must be one of {', '.join(URL_KINDS)}", "url")
+        if endpoint is not None and url != endpoint:
+            raise BatchLineError(number, f"'url' {url} differs from the batch's {endpoint}", "url")
+        if not isinstance(body, dict):
+            raise BatchLineError(number, "'body' must be an object", "body")
+        seen[custom_id] = number
+        lines.append(BatchLine(number, custom_id, url, body))
+        if max_requests is not None and len(lines) > max_requests:
+            raise BatchLineError(number, f"a batch holds at most {max_requests} requests")
+    if not lines:
+        raise BatchLineError(None, "the file holds no requests")
+    return lines
+
+
+def to_job(line: BatchLine, model: str, **options: Any) -> JobCreate:
+    """The job for one line; raises BatchLineError naming the line if the body is bad."""
+    body = {k: v for k, v in line.body.items() if k not in ("stream", "stream_options")}
+    named = body.pop("model", model)
+    if named != model:
+        raise BatchLineError(line.line, f"body.model {named!r} differs from {model!r}", "model")
+    metadata = {"custom_id": line.custom_id}
+    try:
+        return JobCreate(
+            model=model,
+            kind=line.kind,
+            lane=Lane.batch,
+            request=body,
+            metadata=metadata,
+            **options,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise BatchLineError(line.line, f"{loc + ': ' if loc else ''}{message}", "body") from exc

@@ -1,0 +1,164 @@
+"""OpenAI's Batch API through the official SDK: upload, create, live counts, output and
+error files, cancel, and validation before anything is queued."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from ..conftest import ADMIN_KEY, Network
+from ..support import wait_until
+
+IMAGE = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+
+
+@pytest.fixture
+def sdk(network: Network) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{network.url}/v1", api_key=network.user_key, max_retries=0)
+
+
+def line(custom_id: str, content, url: str = "/v1/chat/completions", **body) -> str:
+    if url == "/v1/chat/completions":
+        body = {"model": "m", "messages": [{"role": "user", "content": content}], **body}
+    elif url == "/v1/embeddings":
+        body = {"model": "m", "input": content, **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def upload(sdk: openai.OpenAI, lines: list[str]):
+    return sdk.files.create(file=("in.jsonl", "\n".join(lines).encode()), purpose="batch")
+
+
+def finished(sdk: openai.OpenAI, batch_id: str):
+    def ended():
+        batch = sdk.batches.retrieve(batch_id)
+        return batch if batch.status in ("completed", "cancelled", "expired", "failed") else None
+
+    return wait_until(ended, timeout_s=60, what=f"batch {batch_id} to end")
+
+
+def test_a_batch_from_upload_to_output_file(sdk: openai.OpenAI) -> None:
+    lines = [line(f"req-{i}", f"prompt {i}") for i in range(20)]
+    lines.insert(7, line("bad-one", [IMAGE]))  # the backend rejects this one
+    uploaded = upload(sdk, lines)
+    assert uploaded.purpose == "batch" and uploaded.bytes == len("\n".join(lines).encode())
+    assert sdk.files.content(uploaded.id).text == "\n".join(lines)
+
+    batch = sdk.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"run": "test"},
+    )
+    assert batch.status == "in_progress" and batch.request_counts.total == 21
+    done = finished(sdk, batch.id)
+    assert done.status == "completed" and done.metadata == {"run": "test"}
+    assert (done.request_counts.completed, done.request_counts.failed) == (20, 1)
+    assert done.completed_at >= done.created_at
+
+    outputs = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+    assert [o["custom_id"] for o in outputs] == [f"req-{i}" for i in range(20)]  # input order
+    first = outputs[0]["response"]
+    assert first["status_code"] == 200
+    assert first["body"]["choices"][0]["message"]["content"] == "echo: prompt 0"
+    [error] = [json.loads(x) for x in sdk.files.content(done.error_file_id).text.splitlines()]
+    assert error["custom_id"] == "bad-one" and error["response"]["status_code"] == 400
+    assert error["response"]["body"]["error"]["type"] == "backend_rejected"
+    assert [b.id for b in sdk.batches.list()] == [batch.id]
+
+
+def test_embeddings_batch(sdk: openai.OpenAI) -> None:
+    uploaded = upload(sdk, [line(f"e{i}", f"text {i}", url="/v1/embeddings") for i in range(3)])
+    batch = sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = finished(sdk, batch.id)
+    outputs = [json.loads(x) for x in sdk.files.content(done.output_file_id).text.splitlines()]
+    assert [len(o["response"]["body"]["data"][0]["embedding"]) for o in outputs] == [8, 8, 8]
+    assert done.error_file_id is None
+
+
+@pytest.mark.parametrize(
+    ("lines", "says"),
+    [
+        (['{"custom_id": "a"'], "line 1: not valid JSON"),
+        ([line("a", "x"), line("a", "y")], "line 2: custom_id 'a' already used on line 1"),
+        ([line("a", "x"), line("b", "y", url="/v1/embeddings")], "line 2: 'url' /v1/embeddings"),
+        (
+            [
+                line("a", "x"),
+                json.dumps(
+                    {
+                        "custom_id": "b",
+                        "url": "/v1/chat/completions",
+                        "body": {"messages": [{"role": "user"}]},
+                    }
+                ),
+            ],
+            "line 2: body.model must name a model",
+        ),
+        (
+            [
+                line("a", "x"),
+                line("b", "y", temperature=1).replace('"messages": [{', '"messages": [7, {'),
+            ],
+            "line 2: request.messages: message 0 must be an object",
+        ),
+    ],
+)
+def test_a_bad_line_is_named_and_nothing_is_queued(
+    sdk: openai.OpenAI, network: Network, lines: list[str], says: str
+) -> None:
+    uploaded = upload(sdk, lines)
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert says in bad.value.message and bad.value.code == "invalid_batch_line"
+    assert list(sdk.batches.list()) == []
+    jobs = httpx.get(
+        f"{network.url}/v1/jobs", headers={"Authorization": f"Bearer {network.user_key}"}
+    )
+    assert jobs.json()["data"] == []  # nothing was queued
+
+
+def test_cancel_a_batch(sdk: openai.OpenAI, network: Network) -> None:
+    network.backend.configure(hang=True)
+    uploaded = upload(sdk, [line(f"r{i}", f"p{i}") for i in range(30)])
+    batch = sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    cancelling = sdk.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    done = finished(sdk, batch.id)
+    assert done.status == "cancelled" and done.request_counts.failed == 30
+    errors = [json.loads(x) for x in sdk.files.content(done.error_file_id).text.splitlines()]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+    assert len(errors) == 30
+
+
+def test_files_are_private_and_deletable(sdk: openai.OpenAI, network: Network) -> None:
+    uploaded = upload(sdk, [line("a", "x")])
+    other_key = httpx.post(
+        f"{network.url}/v1/admin/keys",
+        json={"role": "user", "name": "mallory"},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()["key"]
+    with openai.OpenAI(base_url=f"{network.url}/v1", api_key=other_key) as mallory:
+        with pytest.raises(openai.NotFoundError):
+            mallory.files.content(uploaded.id)
+        with pytest.raises(openai.NotFoundError):
+            mallory.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+            )
+    with pytest.raises(openai.BadRequestError):
+        sdk.files.create(file=("x.jsonl", b"{}"), purpose="fine-tune")
+    deleted = sdk.files.delete(uploaded.id)
+    assert deleted.deleted and deleted.id == uploaded.id
+    with pytest.raises(openai.NotFoundError):
+        sdk.files.retrieve(uploaded.id)
