@@ -56,6 +56,7 @@ class BrokerServer:
                 lease_ms=settings.lease_ms,
                 retention_ms=settings.retention_ms,
                 worker_alive_ms=settings.worker_alive_ms,
+                max_connections=settings.redis_max_connections,
             )
         )
         config = uvicorn.Config(

@@ -20,6 +20,9 @@ class BrokerSettings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL; when unset the broker runs an embedded redis-server."
     )
+    redis_max_connections: int = Field(
+        256, ge=8, description="Redis connections this process opens at most; more wait."
+    )
     data_dir: Path = Field(
         Path(".garage/broker"), description="Folder of the embedded store's append-only file."
     )

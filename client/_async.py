@@ -25,6 +25,9 @@ from .errors import (
 )
 from .schemas import (
     TERMINAL_STATUSES,
+    Batch,
+    BatchCreate,
+    FileObject,
     Job,
     JobCreate,
     JobEvent,
@@ -214,6 +217,37 @@ class AsyncClient:
 
     async def workers(self) -> WorkerList:
         return WorkerList.model_validate(await self._http.request("GET", "/v1/workers"))
+
+    # files and batches (OpenAI's Batch API)
+
+    async def upload_batch_file(self, filename: str, text: str) -> FileObject:
+        """Uploads JSONL in OpenAI's batch format (purpose `batch`)."""
+        body = await self._http.request(
+            "POST",
+            "/v1/files",
+            files={"file": (filename, text.encode())},
+            data={"purpose": "batch"},
+        )
+        return FileObject.model_validate(body)
+
+    async def file_text(self, file_id: str) -> str:
+        return await self._http.request_text("GET", f"/v1/files/{file_id}/content")
+
+    async def create_batch(
+        self, input_file_id: str, endpoint: str, *, metadata: dict[str, str] | None = None
+    ) -> Batch:
+        spec = BatchCreate(input_file_id=input_file_id, endpoint=endpoint, metadata=metadata)
+        body = await self._http.request(
+            "POST", "/v1/batches", json=spec.model_dump(mode="json", exclude_none=True)
+        )
+        return Batch.model_validate(body)
+
+    async def batch(self, batch_id: str) -> Batch:
+        return Batch.model_validate(await self._http.request("GET", f"/v1/batches/{batch_id}"))
+
+    async def cancel_batch(self, batch_id: str) -> Batch:
+        body = await self._http.request("POST", f"/v1/batches/{batch_id}/cancel")
+        return Batch.model_validate(body)
 
     async def models(self) -> ModelList:
         """Models live workers serve now."""

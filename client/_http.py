@@ -51,7 +51,18 @@ class Requester:
         self._owns_http = http is None
         self.http = http or new_http_client(settings, timeout_s=timeout_s)
 
-    async def request(
+    async def request(self, method: str, path: str, **options: Any) -> Any:
+        """The JSON of the answer (None when empty); an error status raises. `options` are
+        `_send`'s."""
+        response = await self._send(method, path, **options)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def request_text(self, method: str, path: str) -> str:
+        return (await self._send(method, path)).text
+
+    async def _send(
         self,
         method: str,
         path: str,
@@ -60,7 +71,9 @@ class Requester:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
-    ) -> Any:
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> httpx.Response:
         extra: dict[str, Any] = {}
         if timeout_s is not None:
             extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
@@ -71,6 +84,8 @@ class Requester:
                 json=json,
                 params={k: v for k, v in (params or {}).items() if v is not None},
                 headers={**self.headers, **(headers or {})},
+                files=files,
+                data=data,
                 **extra,
             )
         except httpx.TransportError as exc:
@@ -81,9 +96,7 @@ class Requester:
             except ValueError:
                 body = response.text
             raise error_for_status(response.status_code, body)
-        if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+        return response
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -85,8 +85,10 @@ async def open_store(
     lease_ms: int,
     retention_ms: int,
     worker_alive_ms: int,
+    max_connections: int = 256,
 ) -> AsyncIterator[Store]:
-    """Connects to `redis_url`, or runs the embedded store in `data_dir`, for the block."""
+    """Connects to `redis_url`, or runs the embedded store in `data_dir`, for the block.
+    Past `max_connections` a request waits for a free connection instead of failing."""
     embedded: EmbeddedRedis | None = None
     kind = "redis"
     if redis_url is None:
@@ -99,7 +101,10 @@ async def open_store(
         if redis_url is not None:
             import redis.asyncio as aioredis
 
-            redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=max_connections, timeout=30, decode_responses=True
+            )
+            redis = aioredis.Redis(connection_pool=pool)
         else:
             redis = _fakeredis()
             kind = "fakeredis"

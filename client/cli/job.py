@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .._async import AsyncClient
-from .._batch import BatchItem
 from ..schemas import JobStatus, Lane
 from ._common import EXIT_FAILED, EXIT_USAGE, broker_options, fail, print_json, run_async
 from .batch_input import InputError, InputItem, read_input
+from .batch_run import run_batches, run_interactive, submit_batches
 
 __all__ = ["job"]
 
@@ -48,9 +48,14 @@ def job() -> None:
     type=click.Choice([lane.value for lane in Lane]),
     default="batch",
     show_default=True,
-    help="batch yields to interactive work on the same model.",
+    help="batch: through the Batch API, yielding to interactive work on the same model; "
+    "interactive: one native job each, ahead of batch work.",
 )
-@click.option("--no-wait", is_flag=True, help="Submit, print one job id per line, and exit.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Submit and exit, printing the batch ids (batch lane) or job ids.",
+)
 @click.option(
     "--timeout",
     "timeout_s",
@@ -71,70 +76,55 @@ def submit(
 ) -> None:
     """Run every request of an input file; write the results as JSONL in input order.
 
-    Exit code 0 when all succeeded, 1 when any failed (their lines carry the error),
-    2 when the input is malformed (then nothing is submitted)."""
+    The batch lane (the default) goes through the broker's Batch API; results are lines of
+    OpenAI's batch output format. Exit code 0 when all succeeded, 1 when any failed (their
+    lines carry the error), 2 when the input is malformed (then nothing is submitted)."""
     try:
         items = read_input(input_path, model, Lane(lane))
     except InputError as exc:
         fail(str(exc), EXIT_USAGE)
     if no_wait:
-        for job_id in run_async(_submit_all)(items, url, api_key):
-            click.echo(job_id)
+        for submitted_id in run_async(_submit_only)(items, lane, url, api_key):
+            click.echo(submitted_id)
         return
-    outcomes = run_async(_run_all)(model, items, lane, timeout_s, url, api_key)
-    lines = [
-        json.dumps(_output_line(item, outcome))
-        for item, outcome in zip(items, outcomes, strict=True)
-    ]
-    text = "\n".join(lines) + "\n"
+    lines = run_async(_run)(model, items, lane, timeout_s, url, api_key)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
     if output_path is None:
         click.echo(text, nl=False)
     else:
         output_path.write_text(text)
-    failed = sum(not outcome.ok for outcome in outcomes)
-    click.echo(f"{len(items) - failed} succeeded, {failed} failed", err=True)
+    failed = sum(not _succeeded(line) for line in lines)
+    click.echo(f"{len(lines) - failed} succeeded, {failed} failed", err=True)
     if failed:
         raise SystemExit(EXIT_FAILED)
 
 
-async def _submit_all(items: list[InputItem], url: str | None, api_key: str | None) -> list[str]:
+def _succeeded(line: dict[str, Any]) -> bool:
+    return line["error"] is None and (line["response"] or {}).get("status_code") == 200
+
+
+async def _submit_only(
+    items: list[InputItem], lane: str, url: str | None, api_key: str | None
+) -> list[str]:
+    """Batch ids for the batch lane, job ids for the interactive lane."""
     async with AsyncClient(url, api_key) as client:
+        if lane == Lane.batch:
+            return await submit_batches(client, items)
         return [(await client.submit_spec(item.spec)).id for item in items]
 
 
-async def _run_all(
+async def _run(
     model: str,
     items: list[InputItem],
     lane: str,
     timeout_s: float | None,
     url: str | None,
     api_key: str | None,
-) -> list[BatchItem]:
+) -> list[dict[str, Any]]:
     async with AsyncClient(url, api_key) as client:
-        return await client.map(
-            model, [item.spec for item in items], lane=lane, timeout_s=timeout_s
-        )
-
-
-def _output_line(item: InputItem, outcome: BatchItem) -> dict[str, Any]:
-    """One result in OpenAI's batch output shape, with the garage job beside it."""
-    job = outcome.job
-    line: dict[str, Any] = {
-        "custom_id": item.custom_id,
-        "job_id": job.id if job else None,
-        "status": job.status.value if job else "not_submitted",
-        "response": None,
-        "error": None,
-    }
-    if outcome.ok and job is not None:
-        line["response"] = {"status_code": 200, "request_id": job.id, "body": job.result}
-    else:
-        error = job.error if job is not None and job.error is not None else None
-        line["error"] = {
-            "code": (error.code if error else None) or type(outcome.error).__name__,
-            "message": error.message if error else str(outcome.error),
-        }
-    return line
+        if lane == Lane.batch:
+            return await run_batches(client, items, timeout_s=timeout_s)
+        return await run_interactive(client, model, items, timeout_s=timeout_s)
 
 
 @job.command("status")

@@ -40,7 +40,8 @@ def test_submit_a_json_array_of_prompts(network: Network, tmp_path: Path) -> Non
     assert [line["custom_id"] for line in lines] == ["item-0", "item-1", "item-2"]
     texts = [line["response"]["body"]["choices"][0]["message"]["content"] for line in lines]
     assert texts == ["echo: alpha", "echo: beta gamma", "echo: delta"]
-    assert all(line["status"] == "succeeded" and line["error"] is None for line in lines)
+    assert all(line["response"]["status_code"] == 200 and line["error"] is None for line in lines)
+    assert all(line["id"].startswith("batch_req_job_") for line in lines)
     assert "3 succeeded, 0 failed" in result.output
     assert {j["lane"] for j in jobs_on_broker(network)} == {"batch"}
 
@@ -95,8 +96,9 @@ def test_failed_items_are_written_and_exit_1(network: Network, tmp_path: Path) -
     result = garage(network, "job", "submit", "-m", "m", "-i", str(data))
     assert result.exit_code == 1
     ok, bad = (json.loads(line) for line in result.stdout.splitlines())
-    assert ok["error"] is None and bad["response"] is None
-    assert bad["status"] == "failed" and bad["error"]["message"]
+    assert ok["error"] is None and ok["response"]["status_code"] == 200
+    assert bad["response"]["status_code"] == 400
+    assert bad["response"]["body"]["error"]["type"] == "backend_rejected"
     assert "1 succeeded, 1 failed" in result.output
 
 
@@ -150,7 +152,11 @@ def test_malformed_input_names_the_place_and_submits_nothing(
 def test_no_wait_then_status_result_list_cancel(network: Network, tmp_path: Path) -> None:
     data = tmp_path / "data.json"
     data.write_text(json.dumps(["quick"]))
-    submitted = garage(network, "job", "submit", "-m", "m", "-i", str(data), "--no-wait")
+    batch = garage(network, "job", "submit", "-m", "m", "-i", str(data), "--no-wait")
+    assert batch.exit_code == 0 and batch.stdout.startswith("batch_")
+    submitted = garage(
+        network, "job", "submit", "-m", "m", "-i", str(data), "--no-wait", "--lane", "interactive"
+    )
     assert submitted.exit_code == 0
     [job_id] = submitted.stdout.split()
     result = garage(network, "job", "result", job_id, "--timeout", "10")
@@ -162,7 +168,9 @@ def test_no_wait_then_status_result_list_cancel(network: Network, tmp_path: Path
     assert job_id[:12] in listing.output
 
     network.backend.configure(hang=True)
-    hung = garage(network, "job", "submit", "-m", "m", "-i", str(data), "--no-wait")
+    hung = garage(
+        network, "job", "submit", "-m", "m", "-i", str(data), "--no-wait", "--lane", "interactive"
+    )
     [hung_id] = hung.stdout.split()
     cancelled = garage(network, "job", "cancel", hung_id)
     assert cancelled.exit_code == 0 and cancelled.output.strip() == f"{hung_id}  cancelled"
