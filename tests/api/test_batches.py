@@ -4,6 +4,7 @@ error files, cancel, and validation before anything is queued."""
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import openai
@@ -162,3 +163,25 @@ def test_files_are_private_and_deletable(sdk: openai.OpenAI, network: Network) -
     assert deleted.deleted and deleted.id == uploaded.id
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve(uploaded.id)
+
+
+def test_batch_limits(sdk: openai.OpenAI, network: Network) -> None:
+    too_many = [line(f"r{i}", "x") for i in range(50_001)]
+    uploaded = upload(sdk, too_many)
+    with pytest.raises(openai.BadRequestError) as bad:
+        sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    assert "line 50001: a batch holds at most 50000 requests" in bad.value.message
+
+    # A file over 200 MB is refused from its Content-Length, before a byte is read.
+    host, port = network.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + network.user_key.encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            + b"Content-Length: 300000000\r\n\r\n"
+        )
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer
