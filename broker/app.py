@@ -17,6 +17,7 @@ from .clock import Clock, system_clock
 from .deps import Broker
 from .errors import install_error_handlers
 from .finalizer import run_finalizer
+from .metrics import Metrics
 from .middleware.body_limit import BodyLimitMiddleware
 from .notify import Notifier
 from .reaper import run_reaper
@@ -36,6 +37,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
         clock=clock,
         notifier=Notifier(store),
         auth=Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s),
+        metrics=Metrics(),
     )
 
     @contextlib.asynccontextmanager

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 
 from .auth import Authenticator, Principal
 from .clock import Clock
+from .metrics import Metrics
 from .notify import Notifier
 from .settings import BrokerSettings
 from .store import Store
@@ -23,6 +24,7 @@ class Broker:
     clock: Clock
     notifier: Notifier
     auth: Authenticator
+    metrics: Metrics
 
 
 async def get_broker(request: Request) -> Broker:  # async: FastAPI runs sync deps in threads

@@ -64,6 +64,8 @@ async def create_batch(body: BatchCreate, broker: BrokerDep, caller: Caller) -> 
             f"{described.filename}: {exc}", code="invalid_batch_line", param=exc.param
         ) from exc
     batch = await broker.store.batches.create(caller.id, body, specs)
+    for spec in specs:
+        broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
     return model_response(batch)
 
 

@@ -78,6 +78,7 @@ class _Call:
         await require_served(self.broker, self.spec)
         await self.broker.store.jobs.submit(self.caller.id, self.spec, job_id=self.job_id)
         self.broker.notifier.job_queued(self.model, self.job_id)
+        self.broker.metrics.submitted.labels(self.model, self.spec.lane.value).inc()
 
     def cancel_soon(self) -> None:
         """Cancels the job from a task of its own: the caller may itself be cancelled."""

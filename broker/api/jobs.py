@@ -119,6 +119,7 @@ async def submit_job(
         )
         if submitted.created:
             broker.notifier.job_queued(spec.model, job_id)
+            broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
         wait_s = _preferred_wait_s(prefer)
         if submitted.created:
             job = await _wait_for_end(broker, submitted.job, wait_s, ended, fresh=True)

@@ -1,11 +1,14 @@
-"""Probes for orchestrators: liveness and readiness."""
+"""Probes for orchestrators (liveness, readiness) and Prometheus metrics."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..deps import BrokerDep
+from garage.client.schemas import Role
+
+from ..deps import BrokerDep, Caller
 
 __all__ = ["router"]
 
@@ -33,3 +36,13 @@ async def readyz(broker: BrokerDep) -> JSONResponse:
         "pubsub": broker.notifier.connected,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(broker: BrokerDep, caller: Caller) -> Response:
+    """Prometheus text exposition: this process's counters and the store-wide gauges.
+    Needs an admin key (Prometheus: `authorization: {credentials: <key>}`), since model
+    names and load are nobody else's business on a broker open to the internet."""
+    caller.require(Role.admin)
+    body = await broker.metrics.render(broker.store, len(broker.notifier.polls))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

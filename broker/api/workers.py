@@ -56,6 +56,8 @@ async def poll(body: PollRequest, request: Request, broker: BrokerDep, caller: C
         await _park_without_work(request, wait_s)
         return model_response(PollReply(leases=[]))
     leases = await _claim_or_park(broker, caller, body, request, wait_s)
+    for lease in leases:
+        broker.metrics.leased.labels(lease.model).inc()
     return model_response(PollReply(leases=leases))
 
 
@@ -133,8 +135,11 @@ _CARRY_ON = model_response(ReportReply(cancelled=False)).body
 _STOP = model_response(ReportReply(cancelled=True, accepted=False)).body
 
 
-def _reply(outcome: ReportOutcome, job_id: str) -> Response:
+def _reply(outcome: ReportOutcome, job_id: str, broker: Broker) -> Response:
+    if outcome in (ReportOutcome.requeued, ReportOutcome.failed):
+        broker.metrics.finished.labels(outcome.value).inc()
     if outcome is ReportOutcome.stale:
+        broker.metrics.stale.inc()
         raise LeaseLost(f"the lease on job {job_id} is no longer yours")
     if outcome is ReportOutcome.gone:
         raise NotFound(f"no job {job_id!r}", param="job_id")
@@ -149,7 +154,7 @@ async def report(job_id: JobId, body: LeaseReport, broker: BrokerDep, caller: Ca
     outcome = await broker.store.leases.report(
         job_id, token=body.lease_token, lease_owner=caller.id, text=body.text
     )
-    return _reply(outcome, job_id)
+    return _reply(outcome, job_id, broker)
 
 
 @router.post("/v1/worker/jobs/{job_id}/complete", response_model=ReportReply)
@@ -168,7 +173,8 @@ async def complete(
     )
     if outcome is ReportOutcome.ok:
         broker.notifier.job_ended(job_id)
-    return _reply(outcome, job_id)
+        broker.metrics.finished.labels("succeeded").inc()
+    return _reply(outcome, job_id, broker)
 
 
 @router.post("/v1/worker/jobs/{job_id}/fail", response_model=ReportReply)
@@ -184,7 +190,7 @@ async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Calle
     )
     if outcome is ReportOutcome.failed:
         broker.notifier.job_ended(job_id)
-    return _reply(outcome, job_id)
+    return _reply(outcome, job_id, broker)
 
 
 @router.get("/v1/workers", response_model=WorkerList)

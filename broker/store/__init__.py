@@ -60,7 +60,7 @@ class Store:
         return cls(
             redis=redis,
             jobs=jobs,
-            leases=LeaseStore(scripts, clock, lease_ms=lease_ms, retention_ms=retention_ms),
+            leases=LeaseStore(redis, scripts, clock, lease_ms=lease_ms, retention_ms=retention_ms),
             events=EventStore(redis),
             fleet=FleetStore(redis, clock, alive_ms=worker_alive_ms),
             apikeys=ApiKeyStore(redis, clock),

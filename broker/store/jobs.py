@@ -174,6 +174,14 @@ class JobStore:
         fields = await self._redis.hgetall(keys.job(job_id))
         return job_from_hash(fields) if fields else None
 
+    async def queue_depths(self) -> dict[tuple[str, str], int]:
+        """Queued jobs per (model, lane), from every queue that holds any."""
+        depths: dict[tuple[str, str], int] = {}
+        async for key in self._redis.scan_iter(match=keys.QUEUE_PREFIX + "*", count=500):
+            model, _, lane = key.removeprefix(keys.QUEUE_PREFIX).rpartition(":")
+            depths[(model, lane)] = await self._redis.zcard(key)
+        return depths
+
     async def status(self, job_id: str) -> JobStatus | None:
         value = await self._redis.hget(keys.job(job_id), "status")
         return JobStatus(value) if value else None

@@ -16,6 +16,7 @@ from garage.client.schemas import JobError, Lease, Timings, Usage
 
 from ..clock import Clock, from_ms
 from ..ids import new_token
+from . import keys
 from .scripts import Scripts
 
 __all__ = ["LeaseStore", "ReapCounts", "ReportOutcome"]
@@ -44,12 +45,14 @@ class ReapCounts:
 class LeaseStore:
     def __init__(
         self,
+        redis: Any,
         scripts: Scripts,
         clock: Clock,
         *,
         lease_ms: int,
         retention_ms: int,
     ) -> None:
+        self._redis = redis
         self._scripts = scripts
         self._clock = clock
         self.lease_ms = lease_ms
@@ -181,6 +184,10 @@ class LeaseStore:
         if outcome in (ReportOutcome.requeued, ReportOutcome.failed):
             logger.info(f"job.{outcome.value}", extra={"job_id": job_id})
         return outcome
+
+    async def running(self) -> int:
+        """Jobs under a lease now."""
+        return await self._redis.zcard(keys.LEASES)
 
     async def reap(self, *, limit: int = 500) -> ReapCounts:
         """One pass of the reaper; safe to run from every broker at once."""

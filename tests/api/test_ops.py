@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from .conftest import ADMIN, CHAT, poll_body
+
 
 async def test_probes(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
@@ -28,3 +30,29 @@ async def test_openapi_lists_every_endpoint(http: httpx.AsyncClient) -> None:
         "/healthz",
         "/readyz",
     } <= paths
+
+
+async def test_metrics_count_and_gauge(http: httpx.AsyncClient, user, worker) -> None:
+    assert (await http.get("/metrics", headers=user)).status_code == 403
+    for lane in ("interactive", "batch", "batch"):
+        await http.post("/v1/jobs", json={**CHAT, "lane": lane}, headers=user)
+    [lease] = (await http.post("/v1/worker/poll", json=poll_body(), headers=worker)).json()[
+        "leases"
+    ]
+    await http.post(
+        f"/v1/worker/jobs/{lease['job_id']}/complete",
+        json={"lease_token": lease["lease_token"], "result": {}},
+        headers=worker,
+    )
+    await http.post(
+        f"/v1/worker/jobs/{lease['job_id']}/report",
+        json={"lease_token": "stale"},
+        headers=worker,
+    )
+    text = (await http.get("/metrics", headers=ADMIN)).text
+    assert 'garage_jobs_queued{lane="batch",model="m"} 2.0' in text
+    assert "garage_jobs_running 0.0" in text
+    assert 'garage_workers_live{health="ok"} 1.0' in text
+    assert 'garage_job_reports_total{outcome="succeeded"}' in text
+    assert "garage_stale_reports_total" in text
+    assert 'garage_jobs_submitted_total{lane="batch",model="m"}' in text
