@@ -22,6 +22,8 @@ from garage.client.schemas import (
     CompleteReport,
     FailReport,
     HealthState,
+    JobError,
+    Lease,
     LeaseReport,
     PollReply,
     PollRequest,
@@ -63,7 +65,7 @@ async def poll(body: PollRequest, request: Request, broker: BrokerDep, caller: C
 
 async def _claim_or_park(
     broker: Broker, caller: Principal, body: PollRequest, request: Request, wait_s: float
-) -> list:
+) -> list[Lease]:
     deadline = time.monotonic() + wait_s
     min_wait_ms = round((body.fallback_after_s or 0) * 1000)
     fallback = min_wait_ms > 0
@@ -82,6 +84,11 @@ async def _claim_or_park(
                     min_wait_ms=min_wait_ms,
                 )
                 remaining = deadline - time.monotonic()
+                if leases and disconnected.done():
+                    # Nobody will read these: give them straight back rather than let
+                    # them sit until their leases run out.
+                    await _hand_back(broker, caller, leases)
+                    return []
                 if leases or remaining <= 0 or disconnected.done():
                     return leases
                 wait_for = min(remaining, _FALLBACK_RECHECK_S) if fallback else remaining
@@ -97,6 +104,18 @@ async def _claim_or_park(
                 polls.leave(parked, used_wake=used_wake)
     finally:
         disconnected.cancel()
+
+
+async def _hand_back(broker: Broker, caller: Principal, leases: list[Lease]) -> None:
+    gone = JobError(message="the polling worker went away", type="handback")
+    for lease in leases:
+        await broker.store.leases.fail(
+            lease.job_id,
+            token=lease.lease_token,
+            lease_owner=caller.id,
+            error=gone,
+            handback=True,
+        )
 
 
 async def _disconnect(request: Request) -> None:
