@@ -1,9 +1,12 @@
-"""Probes for orchestrators (liveness, readiness) and Prometheus metrics."""
+"""Probes for orchestrators (liveness, readiness), Prometheus metrics, and the fleet
+dashboard page at `/` (static HTML that reads `/v1/workers` with the key you give it)."""
 
 from __future__ import annotations
 
+from importlib import resources
+
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from garage.client.schemas import Role
@@ -46,3 +49,10 @@ async def metrics(broker: BrokerDep, caller: Caller) -> Response:
     caller.require(Role.admin)
     body = await broker.metrics.render(broker.store, len(broker.notifier.polls))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def dashboard() -> HTMLResponse:
+    """The fleet dashboard: workers, their health and GPUs, and the models served."""
+    page = resources.files("garage.broker").joinpath("static/dashboard.html")
+    return HTMLResponse(page.read_text(encoding="utf-8"))

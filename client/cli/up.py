@@ -208,6 +208,7 @@ def _banner(
         f"  models:         {', '.join(models) or '(none yet: is the backend serving any?)'}"
     )
     click.echo(f"  data:           {data_dir} (keys in {data_dir / 'keys.json'})")
+    click.echo(f"  dashboard:      {url}/#key={user_key}")
     click.echo("  use it from another terminal:")
     click.echo(f"    export GARAGE_URL={url} GARAGE_API_KEY={user_key}")
     model = models[0] if models else "MODEL"

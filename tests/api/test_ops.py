@@ -56,3 +56,9 @@ async def test_metrics_count_and_gauge(http: httpx.AsyncClient, user, worker) ->
     assert 'garage_job_reports_total{outcome="succeeded"}' in text
     assert "garage_stale_reports_total" in text
     assert 'garage_jobs_submitted_total{lane="batch",model="m"}' in text
+
+
+async def test_dashboard_page(http: httpx.AsyncClient) -> None:
+    page = await http.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>garage fleet</title>" in page.text and "/v1/workers" in page.text
