@@ -71,8 +71,14 @@ class Processes:
         return self.spawn(args, name, ready=listening, what=f"{name} to listen", **options)
 
     def kill_all(self) -> None:
+        """SIGTERM first, so brokers stop their redis-server; SIGKILL what lingers."""
         for proc in self.started:
             if proc.process.poll() is None:
+                proc.process.terminate()
+        for proc in self.started:
+            try:
+                proc.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 proc.process.kill()
                 proc.process.wait()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from ..support import garage_command
+from ..support import garage_command, wait_until
 from .conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -60,3 +60,18 @@ def test_admin_key_create_prints_only_the_key_with_quiet(start_broker, tmp_path:
         timeout=60,
     )
     assert refused.returncode == 4 and "admin" in refused.stderr
+
+
+def test_a_broker_killed_with_sigkill_takes_its_redis_server_along(
+    start_broker, tmp_path: Path
+) -> None:
+    broker = start_broker("--data-dir", str(tmp_path / "d"))
+    pid = int((tmp_path / "d" / "redis.pid").read_text())
+    assert Path(f"/proc/{pid}").exists()
+    broker.stop(signal.SIGKILL)
+
+    def gone() -> bool:
+        status = Path(f"/proc/{pid}/status")
+        return not status.exists() or "State:\tZ" in status.read_text()
+
+    wait_until(gone, timeout_s=20, what="the orphaned redis-server to stop")
