@@ -32,7 +32,7 @@ from ..deps import Broker, BrokerDep, Caller
 from ..errors import APIError, BadRequest
 from ..openai_chunks import delta_chunk, error_payload, final_chunk, usage_chunk
 from ..store.jobs import new_job_id
-from .jobs import require_served
+from .jobs import enqueue, require_served
 
 __all__ = ["router"]
 
@@ -76,9 +76,7 @@ class _Call:
 
     async def submit(self) -> None:
         await require_served(self.broker, self.spec)
-        await self.broker.store.jobs.submit(self.caller.id, self.spec, job_id=self.job_id)
-        self.broker.notifier.job_queued(self.model, self.job_id)
-        self.broker.metrics.submitted.labels(self.model, self.spec.lane.value).inc()
+        await enqueue(self.broker, self.caller.id, self.spec, job_id=self.job_id)
 
     def cancel_soon(self) -> None:
         """Cancels the job from a task of its own: the caller may itself be cancelled."""

@@ -17,6 +17,7 @@ from garage.client.schemas import (
     TERMINAL_STATUSES,
     Job,
     JobCreate,
+    JobError,
     JobList,
     JobStatus,
     Lane,
@@ -28,7 +29,7 @@ from ..deps import Broker, BrokerDep, Caller
 from ..errors import BadRequest, Conflict, NotFound, Unavailable
 from ..responses import model_response
 from ..store.events import is_event_id
-from ..store.jobs import new_job_id
+from ..store.jobs import LeaseTarget, Submitted, new_job_id
 
 __all__ = ["router"]
 
@@ -50,6 +51,51 @@ async def _visible_job(broker: Broker, caller: Principal, job_id: str) -> Job:
 
 
 _SERVED_MAX_AGE_S = 1.0  # how stale the list of served models may be when a submit asks
+
+
+async def enqueue(
+    broker: Broker,
+    owner: str,
+    spec: JobCreate,
+    *,
+    job_id: str,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Queues a job, or hands an interactive one straight to a poll parked in this process
+    (created already leased to it). Batch jobs always queue, so interactive work that is
+    waiting elsewhere keeps its precedence over them."""
+    polls = broker.notifier.polls
+    poll = polls.reserve(spec.model) if spec.lane is Lane.interactive else None
+    target = (
+        LeaseTarget(poll.worker_id, poll.lease_owner, broker.store.leases.lease_ms)
+        if poll
+        else None
+    )
+    try:
+        submitted = await broker.store.jobs.submit(
+            owner, spec, idempotency_key=idempotency_key, job_id=job_id, lease_to=target
+        )
+    except BaseException:
+        if poll is not None:
+            polls.release(poll)
+        raise
+    if submitted.created:
+        broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
+    if poll is None:
+        if submitted.created:
+            broker.notifier.job_queued(spec.model, job_id)
+    elif submitted.lease is None:
+        polls.release(poll)  # an idempotent repeat: nothing new to hand out
+    elif not polls.hand(poll, submitted.lease):
+        # The poll's client left between the reservation and now: give the job back.
+        await broker.store.leases.fail(
+            job_id,
+            token=submitted.lease.lease_token,
+            lease_owner=poll.lease_owner,
+            error=JobError(message="the polling worker went away", type="handback"),
+            handback=True,
+        )
+    return submitted
 
 
 async def require_served(broker: Broker, spec: JobCreate) -> None:
@@ -114,12 +160,9 @@ async def submit_job(
     job_id = new_job_id(broker.clock())
     # Listen for the end before the job exists, so no end can slip past unseen.
     with broker.notifier.until_ended(job_id) as ended:
-        submitted = await broker.store.jobs.submit(
-            caller.id, spec, idempotency_key=idempotency_key, job_id=job_id
+        submitted = await enqueue(
+            broker, caller.id, spec, job_id=job_id, idempotency_key=idempotency_key
         )
-        if submitted.created:
-            broker.notifier.job_queued(spec.model, job_id)
-            broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
         wait_s = _preferred_wait_s(prefer)
         if submitted.created:
             job = await _wait_for_end(broker, submitted.job, wait_s, ended, fresh=True)

@@ -73,7 +73,11 @@ async def _claim_or_park(
     polls = broker.notifier.polls
     try:
         while True:
-            parked = polls.park([] if fallback else body.models)
+            parked = polls.park(
+                [] if fallback else body.models,
+                worker_id=body.worker_id,
+                lease_owner=caller.id,
+            )
             used_wake = False
             try:
                 leases = await broker.store.leases.claim(
@@ -97,6 +101,8 @@ async def _claim_or_park(
                     {woken, disconnected}, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
                 )
                 woken.cancel()
+                if parked.handed:  # a submit in this process leased it a job directly
+                    return parked.handed
                 if disconnected in done:
                     return []
                 used_wake = woken in done

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from garage.client.schemas import Job, JobCreate, JobError, JobStatus
+from garage.client.schemas import Job, JobCreate, JobError, JobStatus, Lease
 
 from ..clock import Clock, from_ms
-from ..ids import new_id
+from ..ids import new_id, new_token
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "Submitted", "new_job_id"]
+__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submitted", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,19 @@ _CANCEL_ERROR = json.dumps(
 
 
 @dataclass(frozen=True)
+class LeaseTarget:
+    """A parked poll to lease a new job to at once, skipping the queue."""
+
+    worker_id: str
+    lease_owner: str
+    lease_ms: int
+
+
+@dataclass(frozen=True)
 class Submitted:
     job: Job
     created: bool  # False when an idempotency key matched an earlier job
+    lease: Lease | None = None  # set when the job was leased to a LeaseTarget
 
     @property
     def job_id(self) -> str:
@@ -87,13 +97,18 @@ class JobStore:
         *,
         idempotency_key: str | None = None,
         job_id: str | None = None,
+        lease_to: LeaseTarget | None = None,
     ) -> Submitted:
-        """Queues the job under `job_id` (a fresh id when None); an idempotency key that
-        matches an earlier job returns that job instead."""
+        """Queues the job under `job_id` (a fresh id when None), or with `lease_to` leases
+        it straight to that worker; an idempotency key that matches an earlier job returns
+        that job instead."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem)
+        token = new_token() if lease_to else ""
+        if lease_to:
+            args[-4:] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
         found_id, created, flat = await self._scripts.submit(args=args)
         if not int(created):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -102,7 +117,28 @@ class JobStore:
             "job.submitted",
             extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
         )
-        return Submitted(job=job, created=True)
+        if not lease_to:
+            return Submitted(job=job, created=True)
+        lease = Lease(
+            job_id=job_id,
+            lease_token=token,
+            attempt=1,
+            model=spec.model,
+            kind=spec.kind,
+            lane=spec.lane,
+            request=job.request,
+            lease_s=lease_to.lease_ms / 1000,
+            deadline_at=job.deadline_at,
+        )
+        job = job.model_copy(
+            update={
+                "status": JobStatus.running,
+                "attempt": 1,
+                "worker": lease_to.worker_id,
+                "started_at": job.created_at,
+            }
+        )
+        return Submitted(job=job, created=True, lease=lease)
 
     async def submit_many(
         self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500
@@ -135,7 +171,7 @@ class JobStore:
         deadline = _deadline(now_ms, spec.timeout_s)
         request = dict(spec.request)
         request["model"] = spec.model
-        args = [
+        args: list[Any] = [
             job_id,
             owner,
             spec.model,
@@ -151,6 +187,10 @@ class JobStore:
             idem,
             keys.owner_jobs(owner),
             keys.ALL_JOBS,
+            "",
+            "",
+            "",
+            "",
         ]
         job = Job(
             id=job_id,

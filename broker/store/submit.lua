@@ -3,7 +3,10 @@
 --          start-deadlines, the idempotency key; publishes to wake.
 -- ARGV: 1 id, 2 owner, 3 model, 4 kind, 5 lane, 6 request JSON, 7 max_attempts, 8 now_ms,
 --       9 start_deadline_ms|'', 10 deadline_ms|'', 11 metadata JSON, 12 batch_id|'',
---       13 idempotency key|'', 14 owner index key, 15 all-jobs key
+--       13 idempotency key|'', 14 owner index key, 15 all-jobs key,
+--       16 worker id|'', 17 lease owner|'', 18 lease token|'', 19 lease_ms|''
+-- With a lease token the job is created already leased to that worker (a poll parked in
+-- the submitting broker): it never enters the queue and no wake is published.
 -- Returns {job id, 1, {}} when created, or {existing id, 0, its fields as HGETALL lists them}.
 local id, owner, model, lane = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local now_ms, start_deadline, idem = tonumber(ARGV[8]), ARGV[9], ARGV[13]
@@ -20,13 +23,21 @@ redis.call('HSET', job_key(id),
   'request', ARGV[6], 'status', 'queued', 'attempt', 0, 'max_attempts', ARGV[7],
   'created_ms', ARGV[8], 'start_deadline_ms', start_deadline, 'deadline_ms', ARGV[10],
   'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem)
-redis.call('ZADD', queue_key(model, lane), now_ms, id)
 redis.call('ZADD', ARGV[14], now_ms, id)
 redis.call('ZADD', ARGV[15], now_ms, id)
+if idem ~= '' then redis.call('SET', idem, id) end
+emit(id, {type = 'status', status = 'queued', attempt = 0})
+local token = ARGV[18]
+if token ~= '' then
+  redis.call('HSET', job_key(id), 'status', 'running', 'attempt', 1, 'lease_token', token,
+    'lease_owner', ARGV[17], 'worker', ARGV[16], 'started_ms', now_ms, 'first_token_ms', '')
+  redis.call('ZADD', LEASES, now_ms + tonumber(ARGV[19]), id)
+  emit(id, {type = 'status', status = 'running', attempt = 1, worker = ARGV[16]})
+  return {id, 1, {}}
+end
+redis.call('ZADD', queue_key(model, lane), now_ms, id)
 if start_deadline ~= '' then
   redis.call('ZADD', START_DEADLINES, tonumber(start_deadline), id)
 end
-if idem ~= '' then redis.call('SET', idem, id) end
-emit(id, {type = 'status', status = 'queued', attempt = 0})
 wake(model, id)
 return {id, 1, {}}

@@ -183,5 +183,8 @@ def test_batch_limits(sdk: openai.OpenAI, network: Network) -> None:
             + b"\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             + b"Content-Length: 300000000\r\n\r\n"
         )
-        answer = sock.recv(4096).decode()
+        sock.settimeout(10)
+        answer = ""
+        while "payload_too_large" not in answer and (chunk := sock.recv(4096)):
+            answer += chunk.decode()
     assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from garage.broker.store import Store
 
@@ -34,9 +35,12 @@ async def test_parked_poll_gets_a_job_the_moment_it_is_queued(
     assert handed_out_s < 5  # far under the 20 s wait: woken, not timed out
 
 
+@pytest.mark.parametrize(("lane", "claims_after"), [("batch", 5), ("interactive", 4)])
 async def test_an_enqueue_wakes_one_parked_poll(
-    http: httpx.AsyncClient, user, worker, broker
+    http: httpx.AsyncClient, user, worker, broker, lane: str, claims_after: int
 ) -> None:
+    """A batch job wakes one parked poll, which claims it; an interactive job submitted to
+    the broker holding the parked poll is handed to it directly, with no claim at all."""
     leases = broker.app.state.broker.store.leases
     calls = 0
     original = leases.claim
@@ -58,10 +62,13 @@ async def test_an_enqueue_wakes_one_parked_poll(
         ]
         await asyncio.sleep(0.3)
         assert calls == 4  # each poll claimed once on arrival, then parked
-        await http.post("/v1/jobs", json=CHAT, headers=user)
+        job = (await http.post("/v1/jobs", json={**CHAT, "lane": lane}, headers=user)).json()
         done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
-        assert len(done) == 1 and len(done.pop().result().json()["leases"]) == 1
-        assert calls == 5  # one woken poll claimed; the other three stayed asleep
+        [lease] = done.pop().result().json()["leases"]
+        assert lease["job_id"] == job["id"] and lease["attempt"] == 1
+        assert len(done) == 0 and calls == claims_after  # the other three stayed asleep
+        leased = (await http.get(f"/v1/jobs/{job['id']}", headers=user)).json()
+        assert leased["status"] == "running" and leased["attempt"] == 1
         replies = await asyncio.gather(*pending)
         assert all(r.json()["leases"] == [] for r in replies)
     finally:
