@@ -55,11 +55,12 @@ def find_redis_server() -> str | None:
 
 class EmbeddedRedis:
     def __init__(self, data_dir: Path, *, binary: str) -> None:
-        self.data_dir = data_dir
+        # Absolute: redis-server enters --dir before it reads the other paths it is given.
+        self.data_dir = data_dir.resolve()
         self.binary = binary
         self._process: subprocess.Popen[bytes] | None = None
         self._socket_dir: str | None = None
-        self.socket_path = data_dir / "redis.sock"
+        self.socket_path = self.data_dir / "redis.sock"
         if len(str(self.socket_path)) > _SOCKET_PATH_MAX:
             self._socket_dir = tempfile.mkdtemp(prefix="garage-redis-")
             self.socket_path = Path(self._socket_dir) / "redis.sock"

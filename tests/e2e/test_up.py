@@ -15,11 +15,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_up_try_once_streams_a_chat_and_finishes_a_batch(tmp_path: Path) -> None:
+    # As the README runs it: from a fresh folder, with the default (relative) data folder.
     done = subprocess.run(
-        garage_command("up", "--port", "0", "--data-dir", str(tmp_path / "up"), "--try", "--once"),
+        garage_command("up", "--port", "0", "--try", "--once"),
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -28,7 +30,9 @@ def test_up_try_once_streams_a_chat_and_finishes_a_batch(tmp_path: Path) -> None
     assert "You said: Hello garage, who is answering?" in out
     assert out.count("-> [garage demo backend, not a model] You said:") == 5
     assert "batch finished." in out
-    assert (tmp_path / "up" / "keys.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".garage" / "up" / "keys.json").stat().st_mode & 0o777 == 0o600
+    store = tmp_path / ".garage" / "up" / "store"
+    assert (store / "appendonly.aof").exists() or (store / "appendonlydir").is_dir()
 
 
 def test_up_serves_until_ctrl_c_and_keeps_its_keys(tmp_path: Path) -> None:
