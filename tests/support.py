@@ -65,8 +65,15 @@ def garage_command(*args: str) -> list[str]:
 
 
 def spawn(
-    args: list[str], *, env: dict[str, str] | None = None, log: Path, cwd: Path | None = None
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path,
+    cwd: Path | None = None,
+    own_group: bool = False,
 ) -> subprocess.Popen:
+    """Starts `args` logging to `log`; `own_group` gives it a process group of its own,
+    like a command run from a terminal, so a test can Ctrl-C the whole group."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     handle = log.open("wb")
     return subprocess.Popen(
@@ -76,6 +83,7 @@ def spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         cwd=cwd,
+        start_new_session=own_group,
     )
 
 

@@ -85,8 +85,10 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
             "--daemonize", "no",
         ]  # fmt: skip
+        # A session of its own: Ctrl-C in a terminal reaches the whole foreground process
+        # group, and the broker, not the terminal, decides when its store stops.
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True
         )
         deadline = time.monotonic() + timeout_s
         while not self._answers_ping():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -38,7 +39,9 @@ def test_up_try_once_streams_a_chat_and_finishes_a_batch(tmp_path: Path) -> None
 def test_up_serves_until_ctrl_c_and_keeps_its_keys(tmp_path: Path) -> None:
     data = tmp_path / "up"
     log = tmp_path / "up.log"
-    process = spawn(garage_command("up", "--port", "0", "--data-dir", str(data)), log=log)
+    process = spawn(
+        garage_command("up", "--port", "0", "--data-dir", str(data)), log=log, own_group=True
+    )
     try:
         banner = wait_until(
             lambda: re.search(r"export GARAGE_URL=(\S+) GARAGE_API_KEY=(\S+)", log.read_text()),
@@ -55,8 +58,9 @@ def test_up_serves_until_ctrl_c_and_keeps_its_keys(tmp_path: Path) -> None:
         )
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.strip().endswith("You said: ping from the README")
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
         assert process.wait(timeout=30) == 0
+        assert "Traceback" not in log.read_text()  # the store outlived the broker
     finally:
         if process.poll() is None:
             process.kill()
