@@ -40,6 +40,7 @@ __all__ = [
     "OnText",
     "answers",
     "error_for_status",
+    "fetch_body",
     "guard",
     "open_stream",
     "read_body",
@@ -187,6 +188,14 @@ async def open_stream(
 async def read_body(response: httpx.Response) -> bytes:
     """Read the rest of a response opened by `open_stream`."""
     return await _read(response)
+
+
+async def fetch_body(
+    http: httpx.AsyncClient, method: str, url: str, *, parse_error: ErrorParser, **kwargs: Any
+) -> bytes:
+    """One whole request and its body, with `open_stream`'s error handling."""
+    async with open_stream(http, method, url, parse_error=parse_error, **kwargs) as response:
+        return await read_body(response)
 
 
 _T = TypeVar("_T")

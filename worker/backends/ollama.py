@@ -32,9 +32,9 @@ from .base import (
     BackendUnavailable,
     OnText,
     answers,
+    fetch_body,
     guard,
     open_stream,
-    read_body,
     request_model,
 )
 
@@ -160,15 +160,15 @@ class OllamaBackend:
         )
 
     async def _request_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async with open_stream(
+        body = await fetch_body(
             self._http,
             method,
             self._url + path,
             parse_error=_parse_error,
             headers=self._headers,
             **kwargs,
-        ) as response:
-            return _decode(await read_body(response))
+        )
+        return _decode(body)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .base import (
     OnText,
     answers,
     error_for_status,
+    fetch_body,
     guard,
     open_stream,
     read_body,
@@ -125,15 +126,15 @@ class OpenAIBackend:
         )
 
     async def _request_json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        async with open_stream(
+        body = await fetch_body(
             self._http,
             method,
             self._url + path,
             parse_error=_parse_error,
             headers=self._headers,
             **kwargs,
-        ) as response:
-            return _decode(await read_body(response))
+        )
+        return _decode(body)
 
 
 @dataclass
