@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from garage.broker.store import Store, keys
+from garage.broker.store.jobs import LeaseTarget
 from garage.broker.store.leases import ReportOutcome
 from garage.client.schemas import JobCreate, JobError, JobStatus, Lane
 
@@ -81,6 +82,29 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             submitted = self.run(self.store.jobs.submit("owner", spec))
             assert submitted.created and submitted.job_id not in self.jobs
             self.jobs[submitted.job_id] = ModelJob(model, lane, max_attempts)
+            self.clock.advance(0.001)
+
+        @rule(model=st.sampled_from(MODELS), max_attempts=st.integers(1, 3))
+        def submit_to_a_parked_poll(self, model: str, max_attempts: int) -> None:
+            """The direct hand-off: an interactive job created already leased."""
+            spec = JobCreate(
+                model=model,
+                max_attempts=max_attempts,
+                request={"messages": [{"role": "user", "content": "x"}]},
+            )
+            target = LeaseTarget("w1", "key", LEASE_S * 1000)
+            submitted = self.run(self.store.jobs.submit("owner", spec, lease_to=target))
+            assert submitted.created and submitted.lease is not None
+            assert submitted.lease.attempt == 1
+            self.jobs[submitted.job_id] = ModelJob(
+                model,
+                "interactive",
+                max_attempts,
+                status="running",
+                attempt=1,
+                token=submitted.lease.lease_token,
+                lease_expires_ms=self.clock() + LEASE_S * 1000,
+            )
             self.clock.advance(0.001)
 
         @rule(
