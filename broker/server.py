@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Self
@@ -23,7 +24,7 @@ from .clock import system_clock
 from .settings import BrokerSettings
 from .store import Store, open_store
 
-__all__ = ["BrokerServer", "run", "serve"]
+__all__ = ["BrokerServer", "BrokerStartError", "run", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class BrokerServer:
 
     async def __aenter__(self) -> Self:
         settings = self.settings
+        # Bound before anything starts, so a port in use fails at once and cleanly.
+        listener = self._stack.enter_context(_listen(settings.host, settings.port))
         self.store = await self._stack.enter_async_context(
             open_store(
                 system_clock,
@@ -69,7 +72,7 @@ class BrokerServer:
             log_config=None,
         )
         self._server = _Server(config)
-        self._serving = asyncio.create_task(self._server.serve())
+        self._serving = asyncio.create_task(self._server.serve(sockets=[listener]))
         # uvicorn exposes readiness only as a flag, so look at it until it flips.
         while not self._server.started and not self._serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
@@ -77,7 +80,7 @@ class BrokerServer:
             await self._stack.aclose()
             await self._serving  # raises what stopped it
             raise RuntimeError("the broker stopped while starting")
-        port = self._server.servers[0].sockets[0].getsockname()[1]
+        port = listener.getsockname()[1]
         self.url = f"http://{settings.host}:{port}"
         logger.info("broker.listening", extra={"url": self.url, "store": self.store.kind})
         return self
@@ -98,6 +101,25 @@ class BrokerServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving
         await self._stack.aclose()
+
+
+class BrokerStartError(Exception):
+    """The broker could not start serving (its address is taken, say)."""
+
+
+@contextlib.contextmanager
+def _listen(host: str, port: int) -> Iterator[socket.socket]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        yield sock
+    finally:
+        sock.close()
 
 
 async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:

@@ -72,6 +72,7 @@ def broker() -> None:
 def run(**options: Any) -> None:
     """Serve the broker. GARAGE_ADMIN_KEY, if set, is accepted as an admin key."""
     try:
+        from garage.broker.server import BrokerStartError
         from garage.broker.server import run as run_server
         from garage.broker.settings import BrokerSettings
     except ImportError as exc:
@@ -86,4 +87,7 @@ def run(**options: Any) -> None:
     def announce(url: str) -> None:
         click.echo(f"garage broker listening on {url}", err=True)
 
-    run_server(settings, on_ready=announce)
+    try:
+        run_server(settings, on_ready=announce)
+    except BrokerStartError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -75,3 +76,20 @@ def test_a_broker_killed_with_sigkill_takes_its_redis_server_along(
         return not status.exists() or "State:\tZ" in status.read_text()
 
     wait_until(gone, timeout_s=20, what="the orphaned redis-server to stop")
+
+
+def test_a_port_in_use_fails_at_once_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            garage_command("broker", "run", "--port", str(port), "--data-dir", str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "redis.pid").exists()  # nothing was started
