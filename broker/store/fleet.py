@@ -2,7 +2,9 @@
 
 A worker entry is written by its poll and expires on its own when the worker goes quiet,
 so the view needs no cleanup job. This is presence, not job state, so it is plain writes
-in one pipeline rather than a Lua script.
+in one pipeline rather than a Lua script. A busy worker polls after every job; a poll
+that changes nothing but its free slots rewrites the entry at most once a `refresh_s`,
+which keeps a Redis round trip off most polls (the view's load figures lag by that much).
 """
 
 from __future__ import annotations
@@ -17,23 +19,49 @@ from . import keys
 
 __all__ = ["FleetStore"]
 
+_WRITTEN_MAX = 10_000  # workers whose last write this process remembers
+
+
+def _same_but_load(a: WorkerInfo, b: WorkerInfo) -> bool:
+    """Whether two polls of a worker differ at most in free slots and time."""
+    return (
+        a.models == b.models
+        and a.health == b.health
+        and a.gpus == b.gpus
+        and a.slots_total == b.slots_total
+        and a.name == b.name
+        and a.owner == b.owner
+        and a.backend == b.backend
+        and a.version == b.version
+        and a.fallback_after_s == b.fallback_after_s
+    )
+
 
 class FleetStore:
-    def __init__(self, redis: Any, clock: Clock, *, alive_ms: int) -> None:
+    def __init__(self, redis: Any, clock: Clock, *, alive_ms: int, refresh_s: float = 1.0) -> None:
         self._redis = redis
         self._clock = clock
         self.alive_ms = alive_ms
+        self._refresh_s = refresh_s
         self._served: tuple[float, dict[str, int]] = (float("-inf"), {})
+        self._written: dict[str, tuple[float, WorkerInfo]] = {}  # worker id -> last write
 
     async def record_poll(self, info: WorkerInfo) -> None:
         if not set(info.models) <= self._served[1].keys():
             self._served = (float("-inf"), {})  # a model nobody served here until now
+        now = time.monotonic()
+        last = self._written.get(info.worker_id)
+        if last is not None and now - last[0] < self._refresh_s and _same_but_load(last[1], info):
+            return
         now_ms = self._clock()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.worker(info.worker_id), info.model_dump_json(), px=self.alive_ms)
             pipe.zadd(keys.WORKERS, {info.worker_id: now_ms})
             pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - self.alive_ms)
             await pipe.execute()
+        if len(self._written) >= _WRITTEN_MAX:
+            self._written.clear()
+        self._written[info.worker_id] = (now, info)
 
     async def live(self) -> list[WorkerInfo]:
         """Workers that polled within the liveness window, most recent first."""
