@@ -1,12 +1,18 @@
-"""Assembles the broker: routes, middleware, error handlers and background tasks."""
+"""Assembles the broker: routes, middleware, error handlers and background tasks.
+
+`BrokerApp` is FastAPI with one difference: the routes every job crosses (submit, poll,
+lease reports; see `plain_routes.py`) are answered before FastAPI's middleware stack.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from garage.client.schemas import MAX_BATCH_FILE_BYTES, ErrorBody
 
@@ -20,16 +26,37 @@ from .finalizer import run_finalizer
 from .metrics import Metrics
 from .middleware.body_limit import BodyLimitMiddleware
 from .notify import Notifier
+from .plain_routes import PlainRouter, document
 from .reaper import run_reaper
 from .settings import BrokerSettings
 from .store import Store
 
-__all__ = ["build_app"]
+__all__ = ["BrokerApp", "build_app"]
 
 _ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 503)}
 
 
-def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> FastAPI:
+class BrokerApp(FastAPI):
+    def __init__(self, plain: PlainRouter, **options: Any) -> None:
+        super().__init__(**options)
+        self.plain = plain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            matched = self.plain.match(scope["method"], scope["path"])
+            if matched is not None:
+                response = await self.plain.answer(*matched, scope, receive)
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document(super().openapi(), self.plain.routes)
+        return self.openapi_schema
+
+
+def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> BrokerApp:
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     broker = Broker(
         settings=settings,
@@ -52,7 +79,11 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
             for task in background:
                 task.cancel()
 
-    app = FastAPI(
+    plain = PlainRouter(
+        broker, [*jobs.plain_routes, *workers.plain_routes], max_body_bytes=settings.max_body_bytes
+    )
+    app = BrokerApp(
+        plain,
         title="garage broker",
         version=__version__,
         summary="Pull-based job network for LLM work on GPUs behind NAT.",

@@ -12,6 +12,7 @@ body `{"error": {"message", "type", "param", "code"}}`, so OpenAI clients can re
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,8 +30,10 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "Unavailable",
+    "api_error_response",
     "error_response",
     "install_error_handlers",
+    "validation_error_response",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,24 +97,32 @@ def _describe(error: dict[str, Any]) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     if error.get("type") == "json_invalid":
         return f"the request body is not valid JSON: {error.get('ctx', {}).get('error')}", None
-    if not param and error.get("type") in ("model_attributes_type", "dict_type"):
+    if not param and error.get("type") in ("model_attributes_type", "model_type", "dict_type"):
         return "the request body must be a JSON object (Content-Type: application/json)", None
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return (f"{param}: {message}" if param else message), param
 
 
-async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
+def api_error_response(exc: APIError) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.type, exc.code, exc.param)
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
+def validation_error_response(errors: Sequence[Any]) -> JSONResponse:
+    """400 naming the first problem pydantic (or FastAPI) found, and how many more."""
     message, param = _describe(errors[0]) if errors else ("invalid request", None)
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return error_response(400, message, "invalid_request_error", "invalid_request", param)
+
+
+async def _on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return api_error_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_error_response(exc.errors())
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -7,8 +7,10 @@ woken but leaves without claiming again (it was already full, or its client went
 passes the wake on, so no job waits for a poll's timeout.
 
 A broker that queues an interactive job while a poll for its model is parked in the same
-process can `reserve` that poll and hand it the job directly: the job is created already
-leased to it (`submit.lua`), which saves the wake and the claim on the latency path.
+process can `hand` that poll the job directly: the job is created already leased to it
+(`submit.lua`), which saves the wake and the claim on the latency path. Only a poll that
+is `waiting` (its claim found nothing) is handed jobs; one still claiming is woken
+instead, so it never holds a handed job beside the ones it claimed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = ["ParkedPoll", "PollWaiters"]
 
 
 class ParkedPoll:
-    __slots__ = ("event", "handed", "lease_owner", "left", "models", "reserved", "woken_for",
+    __slots__ = ("event", "handed", "lease_owner", "left", "models", "waiting", "woken_for",
                  "worker_id")  # fmt: skip
 
     def __init__(self, models: frozenset[str], worker_id: str, lease_owner: str) -> None:
@@ -30,13 +32,13 @@ class ParkedPoll:
         self.lease_owner = lease_owner
         self.event = asyncio.Event()
         self.woken_for: str | None = None
-        self.reserved = False  # a submit in this process is leasing a job to it
+        self.waiting = False  # its claim found nothing: it may be handed a job directly
         self.handed: list[Lease] = []  # leases given to it directly
         self.left = False
 
     @property
     def free(self) -> bool:
-        return not (self.event.is_set() or self.reserved or self.left)
+        return not (self.event.is_set() or self.left)
 
 
 class PollWaiters:
@@ -73,25 +75,16 @@ class PollWaiters:
         poll.event.set()
         return True
 
-    def reserve(self, model: str) -> ParkedPoll | None:
-        """The oldest free parked poll for `model`, kept from wakes until `hand` or
-        `release`."""
-        poll = self._first_free(model)
-        if poll is not None:
-            poll.reserved = True
-        return poll
+    def waiting_for(self, model: str) -> ParkedPoll | None:
+        """The oldest free poll for `model` whose claim found nothing, to `hand` a job to
+        before anything else can wake it (call `hand` with no await in between)."""
+        return next((p for p in self._by_model.get(model, ()) if p.free and p.waiting), None)
 
-    def hand(self, poll: ParkedPoll, lease: Lease) -> bool:
-        """Gives a reserved poll its lease; False if the poll left meanwhile."""
-        poll.reserved = False
-        if poll.left:
-            return False
+    def hand(self, poll: ParkedPoll, lease: Lease) -> None:
+        """Gives a free poll a lease, which its request answers with."""
+        assert poll.free, "hand() needs a poll from waiting_for(), with no await between"
         poll.handed.append(lease)
         poll.event.set()
-        return True
-
-    def release(self, poll: ParkedPoll) -> None:
-        poll.reserved = False
 
     def _first_free(self, model: str) -> ParkedPoll | None:
         return next((poll for poll in self._by_model.get(model, ()) if poll.free), None)

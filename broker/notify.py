@@ -12,6 +12,8 @@ for a job's end, and every SSE reader:
 
 What this process did itself (a submit, a completion) it signals at once, without waiting
 for the message to come back from Redis; the echo of a wake it already delivered is dropped.
+A completion in this process also hands its waiters the finished job, so they answer
+without reading it back from Redis.
 """
 
 from __future__ import annotations
@@ -20,19 +22,42 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+from garage.client.schemas import Job
+
 from .longpoll import PollWaiters
 from .store import Store, keys
 
-__all__ = ["Notifier"]
+__all__ = ["JobEnd", "Notifier"]
 
 _LOCAL_WAKES_MAX = 10_000
+
+
+class JobEnd:
+    """Set when a job ends. `job` is the finished job when this process ended it."""
+
+    __slots__ = ("_event", "job")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.job: Job | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def set(self, job: Job | None = None) -> None:
+        if job is not None:
+            self.job = job
+        self._event.set()
 
 
 class Notifier:
     def __init__(self, store: Store) -> None:
         self.polls = PollWaiters()
         self._streams: dict[str, set[asyncio.Event]] = {}
-        self._ends: dict[str, set[asyncio.Event]] = {}
+        self._ends: dict[str, set[JobEnd]] = {}
         self._woken_here: set[str] = set()
         self._subscriber = store.subscriber(self._on_message)
 
@@ -63,14 +88,18 @@ class Notifier:
                 self._woken_here.clear()
             self._woken_here.add(job_id)
 
-    def job_ended(self, job_id: str) -> None:
-        for event in self._ends.get(job_id, ()):
-            event.set()
+    def job_ended(self, job_id: str, job: Job | None = None) -> None:
+        for end in self._ends.get(job_id, ()):
+            end.set(job)
+
+    def awaits_end(self, job_id: str) -> bool:
+        """Whether a request in this process waits for the job's end."""
+        return job_id in self._ends
 
     @contextlib.contextmanager
-    def until_ended(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set when the job ends, for the duration of the block."""
-        ended = asyncio.Event()
+    def until_ended(self, job_id: str) -> Iterator[JobEnd]:
+        """Set when the job ends, for the duration of the block."""
+        ended = JobEnd()
         self._ends.setdefault(job_id, set()).add(ended)
         try:
             yield ended

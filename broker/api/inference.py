@@ -97,7 +97,7 @@ class _Call:
             finally:
                 finished.cancel()
                 left.cancel()
-        job = await self.broker.store.jobs.get(self.job_id)
+        job = ended.job or await self.broker.store.jobs.get(self.job_id)
         if job is None or job.status not in TERMINAL_STATUSES:
             self.cancel_soon()
             raise APIError("the request ended before its job did", code="cancelled")

@@ -1,4 +1,6 @@
-"""Native jobs: submit, read (optionally waiting for the end), list, cancel, stream events."""
+"""Native jobs: submit, read (optionally waiting for the end), list, cancel, stream events.
+
+The submit is a plain route (`plain_routes.py`), as every job starts there."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ from garage.client.schemas import (
     TERMINAL_STATUSES,
     Job,
     JobCreate,
-    JobError,
     JobList,
     JobStatus,
     Lane,
@@ -27,11 +28,13 @@ from garage.client.schemas import (
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
 from ..errors import BadRequest, Conflict, NotFound, Unavailable
+from ..notify import JobEnd
+from ..plain_routes import HeaderDoc, PlainCall, PlainRoute
 from ..responses import model_response
 from ..store.events import is_event_id
 from ..store.jobs import LeaseTarget, Submitted, new_job_id
 
-__all__ = ["router"]
+__all__ = ["enqueue", "plain_routes", "require_served", "router"]
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -61,40 +64,36 @@ async def enqueue(
     job_id: str,
     idempotency_key: str | None = None,
 ) -> Submitted:
-    """Queues a job, or hands an interactive one straight to a poll parked in this process
-    (created already leased to it). Batch jobs always queue, so interactive work that is
-    waiting elsewhere keeps its precedence over them."""
+    """Queues a job, or hands an interactive one straight to a poll parked in this process,
+    created already leased to it. Batch jobs always queue, so interactive work waiting
+    elsewhere keeps its precedence over them.
+
+    The hand-off does not wait for `submit.lua`: the poll's answer and the script go out
+    together, which takes a Redis round trip off every interactive job's path. The job
+    still exists before any report about it reaches Redis, as the worker learns of the
+    lease only from that answer, and this process sends the script before it reads another
+    request (and, when its Redis pool is exhausted, gets a connection for it before any
+    later request does). Should the script fail, the submitter gets the error and the
+    worker's first report finds no job (404), so it drops the lease. A submit with an
+    idempotency key may return an earlier job instead, so it is never handed off early.
+    """
     polls = broker.notifier.polls
-    poll = polls.reserve(spec.model) if spec.lane is Lane.interactive else None
-    target = (
-        LeaseTarget(poll.worker_id, poll.lease_owner, broker.store.leases.lease_ms)
-        if poll
-        else None
-    )
-    try:
-        submitted = await broker.store.jobs.submit(
-            owner, spec, idempotency_key=idempotency_key, job_id=job_id, lease_to=target
-        )
-    except BaseException:
-        if poll is not None:
-            polls.release(poll)
-        raise
-    if submitted.created:
-        broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
+    handoff = spec.lane is Lane.interactive and idempotency_key is None
+    poll = polls.waiting_for(spec.model) if handoff else None
     if poll is None:
-        if submitted.created:
-            broker.notifier.job_queued(spec.model, job_id)
-    elif submitted.lease is None:
-        polls.release(poll)  # an idempotent repeat: nothing new to hand out
-    elif not polls.hand(poll, submitted.lease):
-        # The poll's client left between the reservation and now: give the job back.
-        await broker.store.leases.fail(
-            job_id,
-            token=submitted.lease.lease_token,
-            lease_owner=poll.lease_owner,
-            error=JobError(message="the polling worker went away", type="handback"),
-            handback=True,
+        submitted = await broker.store.jobs.submit(
+            owner, spec, idempotency_key=idempotency_key, job_id=job_id
         )
+        if submitted.created:
+            broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
+            broker.notifier.job_queued(spec.model, job_id)
+        return submitted
+    target = LeaseTarget(poll.worker_id, poll.lease_owner, broker.store.leases.lease_ms)
+    submission = broker.store.jobs.prepare(owner, spec, job_id=job_id, lease_to=target)
+    assert submission.lease is not None
+    polls.hand(poll, submission.lease)
+    submitted = await broker.store.jobs.write(submission)
+    broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
     return submitted
 
 
@@ -121,7 +120,7 @@ def _preferred_wait_s(prefer: str | None) -> float:
 
 
 async def _wait_for_end(
-    broker: Broker, job: Job, wait_s: float, ended: asyncio.Event, *, fresh: bool = False
+    broker: Broker, job: Job, wait_s: float, ended: JobEnd, *, fresh: bool = False
 ) -> Job:
     """The job once it ended, or as it is after `wait_s`. `ended` must have been registered
     (`Notifier.until_ended`) before `job` was read; `fresh` says nothing could have ended
@@ -140,30 +139,22 @@ async def _wait_for_end(
         fresh = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), min(remaining, _RECHECK_S))
-    return await broker.store.jobs.get(job.id) or job
+    return ended.job or await broker.store.jobs.get(job.id) or job
 
 
-@router.post("", status_code=201, response_model=Job)
-async def submit_job(
-    spec: JobCreate,
-    broker: BrokerDep,
-    caller: Caller,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    prefer: Annotated[
-        str | None, Header(max_length=200, description="`wait=N`: answer once the job ends.")
-    ] = None,
-) -> Response:
+async def submit_job(call: PlainCall[JobCreate]) -> Response:
     """Queues a job. The same `Idempotency-Key` from the same owner returns the same job
     (200 instead of 201). With `Prefer: wait=N` the answer waits up to N seconds for the end."""
-    caller.require(Role.user)
+    broker, spec = call.broker, call.body
+    idempotency_key = call.header("Idempotency-Key", max_length=255)
+    wait_s = _preferred_wait_s(call.header("Prefer", max_length=200))
     await require_served(broker, spec)
     job_id = new_job_id(broker.clock())
     # Listen for the end before the job exists, so no end can slip past unseen.
     with broker.notifier.until_ended(job_id) as ended:
         submitted = await enqueue(
-            broker, caller.id, spec, job_id=job_id, idempotency_key=idempotency_key
+            broker, call.caller.id, spec, job_id=job_id, idempotency_key=idempotency_key
         )
-        wait_s = _preferred_wait_s(prefer)
         if submitted.created:
             job = await _wait_for_end(broker, submitted.job, wait_s, ended, fresh=True)
         else:
@@ -174,6 +165,25 @@ async def submit_job(
         status_code=201 if submitted.created else 200,
         headers={"Preference-Applied": f"wait={wait_s:g}"} if wait_s else None,
     )
+
+
+plain_routes = [
+    PlainRoute(
+        "POST",
+        "/v1/jobs",
+        submit_job,
+        JobCreate,
+        Job,
+        Role.user,
+        "Submit a job",
+        status_code=201,
+        tags=("jobs",),
+        headers=(
+            HeaderDoc("Idempotency-Key", "The same key from the same owner: the same job.", 255),
+            HeaderDoc("Prefer", "`wait=N`: answer once the job ends, within N seconds.", 200),
+        ),
+    )
+]
 
 
 @router.get("/{job_id}", response_model=Job)

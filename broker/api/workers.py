@@ -1,5 +1,7 @@
 """The worker side: the long-poll that hands out leases, lease reports, and the fleet view.
 
+The poll and the reports are plain routes (`plain_routes.py`): every job crosses them.
+
 A poll first records the worker in the fleet view, then tries to claim; with nothing to
 claim it parks (see `longpoll.py`) until a wake for one of its models, the client going
 away, or its wait running out. A report answers `cancelled: true` once the job was
@@ -10,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
-from starlette.types import Message
 
 from garage.client.schemas import (
     CompleteReport,
@@ -35,41 +37,40 @@ from garage.client.schemas import (
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
-from ..errors import LeaseLost, NotFound
+from ..errors import BadRequest, LeaseLost, NotFound
+from ..plain_routes import PlainCall, PlainRoute
 from ..responses import model_response
 from ..store.leases import ReportOutcome
 
-__all__ = ["router"]
+__all__ = ["plain_routes", "router"]
 
 router = APIRouter(tags=["workers"])
-
-JobId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 _FALLBACK_RECHECK_S = 1.0  # fallback polls take no wakes; they look again this often
 
 
-@router.post("/v1/worker/poll", response_model=PollReply)
-async def poll(body: PollRequest, request: Request, broker: BrokerDep, caller: Caller) -> Response:
+async def poll(call: PlainCall[PollRequest]) -> Response:
     """Long-poll for work: returns as soon as jobs are leased, or empty after `wait_s`."""
-    caller.require(Role.worker)
-    await broker.store.fleet.record_poll(_worker_info(body, caller))
+    broker, body = call.broker, call.body
+    await broker.store.fleet.record_poll(_worker_info(body, call.caller))
     wait_s = min(body.wait_s, broker.settings.poll_wait_max_s)
     if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
-        await _park_without_work(request, wait_s)
+        with contextlib.suppress(TimeoutError):
+            # A full or unhealthy worker still long-polls, to keep its fleet entry fresh.
+            await asyncio.wait_for(call.disconnected(), wait_s)
         return model_response(PollReply(leases=[]))
-    leases = await _claim_or_park(broker, caller, body, request, wait_s)
+    leases = await _claim_or_park(call, wait_s)
     for lease in leases:
         broker.metrics.leased.labels(lease.model).inc()
     return model_response(PollReply(leases=leases))
 
 
-async def _claim_or_park(
-    broker: Broker, caller: Principal, body: PollRequest, request: Request, wait_s: float
-) -> list[Lease]:
+async def _claim_or_park(call: PlainCall[PollRequest], wait_s: float) -> list[Lease]:
+    broker, caller, body = call.broker, call.caller, call.body
     deadline = time.monotonic() + wait_s
     min_wait_ms = round((body.fallback_after_s or 0) * 1000)
     fallback = min_wait_ms > 0
-    disconnected = asyncio.ensure_future(_disconnect(request))
+    disconnected = asyncio.ensure_future(call.disconnected())
     polls = broker.notifier.polls
     try:
         while True:
@@ -96,6 +97,7 @@ async def _claim_or_park(
                 if leases or remaining <= 0 or disconnected.done():
                     return leases
                 wait_for = min(remaining, _FALLBACK_RECHECK_S) if fallback else remaining
+                parked.waiting = True
                 woken = asyncio.ensure_future(parked.event.wait())
                 done, _ = await asyncio.wait(
                     {woken, disconnected}, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
@@ -124,20 +126,6 @@ async def _hand_back(broker: Broker, caller: Principal, leases: list[Lease]) -> 
         )
 
 
-async def _disconnect(request: Request) -> None:
-    """Returns when the client goes away (the body was read already)."""
-    while True:
-        message: Message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _park_without_work(request: Request, wait_s: float) -> None:
-    """A full or unhealthy worker still long-polls, to keep its fleet entry fresh."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(_disconnect(request), wait_s)
-
-
 def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:
     return WorkerInfo(
         worker_id=body.worker_id,
@@ -158,6 +146,14 @@ def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:
 
 _CARRY_ON = model_response(ReportReply(cancelled=False)).body
 _STOP = model_response(ReportReply(cancelled=True, accepted=False)).body
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _job_id(call: PlainCall[Any]) -> str:
+    job_id = call.path_params["job_id"]
+    if not _JOB_ID.match(job_id):
+        raise BadRequest(f"not a job id: {job_id[:80]!r}", param="job_id")
+    return job_id
 
 
 def _reply(outcome: ReportOutcome, job_id: str, broker: Broker) -> Response:
@@ -172,43 +168,43 @@ def _reply(outcome: ReportOutcome, job_id: str, broker: Broker) -> Response:
     return Response(body, media_type="application/json")
 
 
-@router.post("/v1/worker/jobs/{job_id}/report", response_model=ReportReply)
-async def report(job_id: JobId, body: LeaseReport, broker: BrokerDep, caller: Caller) -> Response:
+async def report(call: PlainCall[LeaseReport]) -> Response:
     """Streamed text and/or a heartbeat; renews the lease."""
-    caller.require(Role.worker)
-    outcome = await broker.store.leases.report(
-        job_id, token=body.lease_token, lease_owner=caller.id, text=body.text
+    job_id, body = _job_id(call), call.body
+    outcome = await call.broker.store.leases.report(
+        job_id, token=body.lease_token, lease_owner=call.caller.id, text=body.text
     )
-    return _reply(outcome, job_id, broker)
+    return _reply(outcome, job_id, call.broker)
 
 
-@router.post("/v1/worker/jobs/{job_id}/complete", response_model=ReportReply)
-async def complete(
-    job_id: JobId, body: CompleteReport, broker: BrokerDep, caller: Caller
-) -> Response:
-    caller.require(Role.worker)
-    outcome = await broker.store.leases.complete(
+async def complete(call: PlainCall[CompleteReport]) -> Response:
+    """The result, under the job's lease; exactly one result is accepted."""
+    job_id, body, broker = _job_id(call), call.body, call.broker
+    # A request in this process waiting for the end gets the finished job from the same
+    # script, instead of reading it back.
+    outcome, job = await broker.store.leases.complete_reading_job(
         job_id,
         token=body.lease_token,
-        lease_owner=caller.id,
+        lease_owner=call.caller.id,
         result=body.result,
         usage=body.usage,
         timings=body.timings,
         text=body.text,
+        read_job=broker.notifier.awaits_end(job_id),
     )
     if outcome is ReportOutcome.ok:
-        broker.notifier.job_ended(job_id)
+        broker.notifier.job_ended(job_id, job)
         broker.metrics.finished.labels("succeeded").inc()
     return _reply(outcome, job_id, broker)
 
 
-@router.post("/v1/worker/jobs/{job_id}/fail", response_model=ReportReply)
-async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Caller) -> Response:
-    caller.require(Role.worker)
+async def fail(call: PlainCall[FailReport]) -> Response:
+    """A failure under the job's lease: retried while attempts are left and it may be."""
+    job_id, body, broker = _job_id(call), call.body, call.broker
     outcome = await broker.store.leases.fail(
         job_id,
         token=body.lease_token,
-        lease_owner=caller.id,
+        lease_owner=call.caller.id,
         error=body.error,
         retryable=body.retryable,
         handback=body.handback,
@@ -216,6 +212,19 @@ async def fail(job_id: JobId, body: FailReport, broker: BrokerDep, caller: Calle
     if outcome is ReportOutcome.failed:
         broker.notifier.job_ended(job_id)
     return _reply(outcome, job_id, broker)
+
+
+_TAGS = ("workers",)
+plain_routes = [
+    PlainRoute("POST", "/v1/worker/poll", poll, PollRequest, PollReply, Role.worker,
+               "Long-poll for work", tags=_TAGS),
+    PlainRoute("POST", "/v1/worker/jobs/{job_id}/report", report, LeaseReport, ReportReply,
+               Role.worker, "Report streamed text or a heartbeat", tags=_TAGS),
+    PlainRoute("POST", "/v1/worker/jobs/{job_id}/complete", complete, CompleteReport,
+               ReportReply, Role.worker, "Complete a job", tags=_TAGS),
+    PlainRoute("POST", "/v1/worker/jobs/{job_id}/fail", fail, FailReport, ReportReply,
+               Role.worker, "Fail a job", tags=_TAGS),
+]  # fmt: skip
 
 
 @router.get("/v1/workers", response_model=WorkerList)

@@ -15,7 +15,7 @@ from ..ids import new_id, new_token
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submitted", "new_job_id"]
+__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submission", "Submitted", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,16 @@ class LeaseTarget:
     worker_id: str
     lease_owner: str
     lease_ms: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job ready to be written by `submit.lua`: the script's arguments, the job as it
+    will be, and the lease it will be created under (if any)."""
+
+    args: list[Any]
+    job: Job
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True)
@@ -102,23 +112,31 @@ class JobStore:
         """Queues the job under `job_id` (a fresh id when None), or with `lease_to` leases
         it straight to that worker; an idempotency key that matches an earlier job returns
         that job instead."""
+        return await self.write(
+            self.prepare(
+                owner, spec, idempotency_key=idempotency_key, job_id=job_id, lease_to=lease_to
+            )
+        )
+
+    def prepare(
+        self,
+        owner: str,
+        spec: JobCreate,
+        *,
+        idempotency_key: str | None = None,
+        job_id: str | None = None,
+        lease_to: LeaseTarget | None = None,
+    ) -> Submission:
+        """Everything `write` sends, and with `lease_to` the lease it creates, without I/O:
+        so a broker can hand that lease to a parked poll while the script is under way."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem)
-        token = new_token() if lease_to else ""
-        if lease_to:
-            args[-4:] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
-        found_id, created, flat = await self._scripts.submit(args=args)
-        if not int(created):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Submitted(job=job_from_hash(fields), created=False)
-        logger.info(
-            "job.submitted",
-            extra={"job_id": found_id, "model": spec.model, "lane": spec.lane.value},
-        )
-        if not lease_to:
-            return Submitted(job=job, created=True)
+        if lease_to is None:
+            return Submission(args=args, job=job)
+        token = new_token()
+        args[-4:] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
         lease = Lease(
             job_id=job_id,
             lease_token=token,
@@ -138,7 +156,20 @@ class JobStore:
                 "started_at": job.created_at,
             }
         )
-        return Submitted(job=job, created=True, lease=lease)
+        return Submission(args=args, job=job, lease=lease)
+
+    async def write(self, submission: Submission) -> Submitted:
+        """Runs `submit.lua` for a prepared submission."""
+        found_id, created, flat = await self._scripts.submit(args=submission.args)
+        if not int(created):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Submitted(job=job_from_hash(fields), created=False)
+        job = submission.job
+        logger.info(
+            "job.submitted",
+            extra={"job_id": found_id, "model": job.model, "lane": job.lane.value},
+        )
+        return Submitted(job=job, created=True, lease=submission.lease)
 
     async def submit_many(
         self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500

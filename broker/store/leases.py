@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from garage.client.schemas import JobError, Lease, Timings, Usage
+from garage.client.schemas import Job, JobError, Lease, Timings, Usage
 
 from ..clock import Clock, from_ms
 from ..ids import new_token
 from . import keys
+from .jobs import job_from_hash
 from .scripts import Scripts
 
 __all__ = ["LeaseStore", "ReapCounts", "ReportOutcome"]
@@ -136,24 +137,54 @@ class LeaseStore:
         timings: Timings | None = None,
         text: str = "",
     ) -> ReportOutcome:
-        outcome = ReportOutcome(
-            await self._scripts.complete(
-                args=[
-                    job_id,
-                    token,
-                    lease_owner,
-                    self._clock(),
-                    json.dumps(result, separators=(",", ":")),
-                    usage.model_dump_json() if usage else "",
-                    timings.model_dump_json(exclude_none=True) if timings else "",
-                    text,
-                    self._retention_ms,
-                ]
-            )
+        outcome, _ = await self.complete_reading_job(
+            job_id,
+            token=token,
+            lease_owner=lease_owner,
+            result=result,
+            usage=usage,
+            timings=timings,
+            text=text,
+            read_job=False,
         )
+        return outcome
+
+    async def complete_reading_job(
+        self,
+        job_id: str,
+        *,
+        token: str,
+        lease_owner: str,
+        result: dict[str, Any],
+        usage: Usage | None = None,
+        timings: Timings | None = None,
+        text: str = "",
+        read_job: bool = True,
+    ) -> tuple[ReportOutcome, Job | None]:
+        """`complete`, also returning the finished job (read in the same script) when the
+        result was accepted and `read_job` is set."""
+        reply = await self._scripts.complete(
+            args=[
+                job_id,
+                token,
+                lease_owner,
+                self._clock(),
+                json.dumps(result, separators=(",", ":")),
+                usage.model_dump_json() if usage else "",
+                timings.model_dump_json(exclude_none=True) if timings else "",
+                text,
+                self._retention_ms,
+                "1" if read_job else "",
+            ]
+        )
+        job = None
+        if isinstance(reply, list):
+            reply, flat = reply
+            job = job_from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        outcome = ReportOutcome(reply)
         if outcome is ReportOutcome.ok:
             logger.info("job.succeeded", extra={"job_id": job_id})
-        return outcome
+        return outcome, job
 
     async def fail(
         self,
