@@ -95,16 +95,43 @@ class AsyncClient:
         return await self.submit_spec(spec, idempotency_key=idempotency_key)
 
     async def submit_spec(
-        self, spec: JobCreate, *, idempotency_key: str | None = None
+        self, spec: JobCreate, *, idempotency_key: str | None = None, wait_s: float = 0
     ) -> AsyncJobHandle:
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        """Queues a job; with `wait_s` the broker answers once it ended, or after that long."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if wait_s > 0:
+            headers["Prefer"] = f"wait={wait_s:g}"
         body = await self._http.request(
             "POST",
             "/v1/jobs",
             json=spec.model_dump(mode="json", exclude_none=True),
             headers=headers,
+            timeout_s=wait_s + 30 if wait_s > 0 else None,
         )
         return AsyncJobHandle(self, Job.model_validate(body))
+
+    async def run(
+        self,
+        model: str,
+        input: JobInput,
+        *,
+        timeout_s: float | None = None,
+        kind: Kind | str | None = None,
+        lane: Lane | str = Lane.interactive,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> Job:
+        """Submits a job and waits for its end: one request when it ends within the
+        broker's wait (`Prefer: wait`), then long-polls. Returns the finished job; raises
+        JobFailed, JobCancelled, JobExpired, or WaitTimeout after `timeout_s`."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        spec = to_spec(model, input, kind=kind, lane=lane, **options)
+        wait_s = _WAIT_SLICE_S if timeout_s is None else min(timeout_s, _WAIT_SLICE_S)
+        handle = await self.submit_spec(spec, idempotency_key=idempotency_key, wait_s=wait_s)
+        if handle.job.status in TERMINAL_STATUSES:
+            return _raise_unless_succeeded(handle.job)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return await self.wait(handle.id, timeout_s=remaining)
 
     async def job(self, job_id: str) -> AsyncJobHandle:
         """A handle on a job submitted earlier."""

@@ -1,7 +1,19 @@
-"""The one place the client sends HTTP: base URL, bearer key, and error mapping."""
+"""The one place the client sends HTTP: base URL, bearer key, and error mapping.
+
+Request/response calls (submit, wait, polls, lease reports: everything but event streams
+and file uploads) go through aiohttp. httpx builds a URL, a request and a response object
+per call and copies headers between them, which costs twice what aiohttp does on the same
+loop (about 0.3 ms a request on a 2-core machine; see docs/benchmarks.md); a job's round
+trip makes three such calls and a worker one per streamed report. Event streams keep httpx,
+so httpx-sse parses them, and so do multipart uploads. A caller that passes its own
+`httpx.AsyncClient` (a test's ASGI transport, say) has every call sent through it.
+"""
 
 from __future__ import annotations
 
+import json as jsonlib
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import httpx
@@ -11,28 +23,33 @@ from .settings import ClientSettings
 
 __all__ = ["Requester", "new_http_client"]
 
+_MAX_CONNECTIONS = 100
+
 
 def new_http_client(
     settings: ClientSettings, *, timeout_s: float | None = None
 ) -> httpx.AsyncClient:
-    """An httpx client, sending through aiohttp where that is installed and allowed.
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s or settings.timeout_s, connect=10.0),
+        limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=20),
+    )
 
-    httpx's own async transport costs about twice as much per request as aiohttp's on the
-    same loop; for a worker that reports every few tokens this is most of its CPU time.
-    """
-    options: dict[str, Any] = {
-        "timeout": httpx.Timeout(timeout_s or settings.timeout_s, connect=10.0),
-        "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20),
-    }
-    if settings.http_engine != "httpx":
-        try:
-            from httpx_aiohttp import HttpxAiohttpClient
-        except ImportError:
-            if settings.http_engine == "aiohttp":
-                raise
-        else:
-            return HttpxAiohttpClient(**options)
-    return httpx.AsyncClient(**options)
+
+class _Answer:
+    """What a call got back, whichever library sent it."""
+
+    __slots__ = ("content", "status_code")
+
+    def __init__(self, status_code: int, content: bytes) -> None:
+        self.status_code = status_code
+        self.content = content
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
 
 
 class Requester:
@@ -44,20 +61,33 @@ class Requester:
         http: httpx.AsyncClient | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        settings = ClientSettings()
+        self._settings = settings = ClientSettings()
         self.url = (url or settings.url).rstrip("/")
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._timeout_s = timeout_s or settings.timeout_s
         self._owns_http = http is None
-        self.http = http or new_http_client(settings, timeout_s=timeout_s)
+        self._http = http
+        self._use_aiohttp = http is None and settings.http_engine != "httpx" and _has_aiohttp()
+        if settings.http_engine == "aiohttp" and not self._use_aiohttp and http is None:
+            raise RuntimeError("GARAGE_HTTP_ENGINE=aiohttp, but aiohttp is not installed")
+        self._session: Any = None  # the aiohttp session, made on the first call
+        self._proxy: str | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The httpx client: event streams, uploads, and every call when it was given."""
+        if self._http is None:
+            self._http = new_http_client(self._settings, timeout_s=self._timeout_s)
+        return self._http
 
     async def request(self, method: str, path: str, **options: Any) -> Any:
         """The JSON of the answer (None when empty); an error status raises. `options` are
         `_send`'s."""
-        response = await self._send(method, path, **options)
-        if response.status_code == 204 or not response.content:
+        answer = await self._send(method, path, **options)
+        if answer.status_code == 204 or not answer.content:
             return None
-        return response.json()
+        return answer.json()
 
     async def request_text(self, method: str, path: str) -> str:
         return (await self._send(method, path)).text
@@ -73,31 +103,104 @@ class Requester:
         timeout_s: float | None = None,
         files: dict[str, Any] | None = None,
         data: dict[str, str] | None = None,
-    ) -> httpx.Response:
-        extra: dict[str, Any] = {}
+    ) -> _Answer | httpx.Response:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        all_headers = {**self.headers, **(headers or {})}
+        if self._use_aiohttp and files is None and data is None:
+            answer: _Answer | httpx.Response = await self._send_aiohttp(
+                method, path, json=json, params=query, headers=all_headers, timeout_s=timeout_s
+            )
+        else:
+            extra: dict[str, Any] = {}
+            if timeout_s is not None:
+                extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
+            try:
+                answer = await self.http.request(
+                    method,
+                    self.url + path,
+                    json=json,
+                    params=query,
+                    headers=all_headers,
+                    files=files,
+                    data=data,
+                    **extra,
+                )
+            except httpx.TransportError as exc:
+                raise BrokerUnreachable(f"{method} {self.url}{path}: {exc!r}") from exc
+        if answer.status_code >= 400:
+            try:
+                body = answer.json()
+            except ValueError:
+                body = answer.text
+            raise error_for_status(answer.status_code, body)
+        return answer
+
+    async def _send_aiohttp(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: dict[str, Any],
+        headers: dict[str, str],
+        timeout_s: float | None,
+    ) -> _Answer:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s, connect=10.0),
+            )
+            # httpx honours HTTP(S)_PROXY and NO_PROXY; so do we, looked up once: aiohttp's
+            # own trust_env does it again on a thread for every request.
+            self._proxy = _env_proxy(self.url)
+        body = None
+        if json is not None:
+            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = {**headers, "Content-Type": "application/json"}
+        options: dict[str, Any] = {}
         if timeout_s is not None:
-            extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
+            options["timeout"] = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
         try:
-            response = await self.http.request(
+            async with self._session.request(
                 method,
                 self.url + path,
-                json=json,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                headers={**self.headers, **(headers or {})},
-                files=files,
-                data=data,
-                **extra,
-            )
-        except httpx.TransportError as exc:
+                data=body,
+                params={k: _query_value(v) for k, v in params.items()},
+                headers=headers,
+                proxy=self._proxy,
+                **options,
+            ) as response:
+                return _Answer(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise BrokerUnreachable(f"{method} {self.url}{path}: {exc!r}") from exc
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise error_for_status(response.status_code, body)
-        return response
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self.http.aclose()
+        if not self._owns_http:
+            return
+        if self._session is not None:
+            await self._session.close()
+        if self._http is not None:
+            await self._http.aclose()
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _env_proxy(url: str) -> str | None:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
+
+
+def _has_aiohttp() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -132,6 +132,12 @@ class Client:
         """Queues a job; see `AsyncClient.submit`."""
         return JobHandle(self._run, self._call(self._client.submit, model, input, **options))
 
+    def run(
+        self, model: str, input: JobInput, *, timeout_s: float | None = None, **options: Any
+    ) -> Job:
+        """Submits a job and waits for its end; see `AsyncClient.run`."""
+        return self._call(self._client.run, model, input, timeout_s=timeout_s, **options)
+
     def job(self, job_id: str) -> JobHandle:
         return JobHandle(self._run, self._call(self._client.job, job_id))
 

@@ -24,8 +24,9 @@ class WorkerAPI:
         api_key: str | None = None,
         *,
         http: httpx.AsyncClient | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        self._http = Requester(url, api_key, http=http)
+        self._http = Requester(url, api_key, http=http, timeout_s=timeout_s)
 
     async def poll(self, request: PollRequest) -> PollReply:
         body = await self._http.request(

@@ -18,6 +18,7 @@ class ClientSettings(BaseSettings):
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request, seconds.")
     http_engine: Literal["auto", "httpx", "aiohttp"] = Field(
         "auto",
-        description="What sends HTTP under httpx: 'aiohttp' (httpx-aiohttp, about half the "
-        "per-request cost), 'httpx' (httpcore), or 'auto': aiohttp where it is installed.",
+        description="What sends request/response calls: 'aiohttp' (less than half the "
+        "per-request cost), 'httpx', or 'auto': aiohttp where it is installed. Event "
+        "streams and uploads always go through httpx.",
     )

@@ -122,16 +122,13 @@ async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
 
     from garage.worker.backends import make_backend
 
-    from .._http import new_http_client
     from .._worker_api import WorkerAPI
-    from ..settings import ClientSettings
 
-    broker_http = new_http_client(ClientSettings(), timeout_s=60)
     backend_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.backend_timeout_s, connect=10.0),
         limits=httpx.Limits(max_connections=settings.slots + 8),
     )
-    api = WorkerAPI(settings.broker, settings.token.get_secret_value(), http=broker_http)
+    api = WorkerAPI(settings.broker, settings.token.get_secret_value(), timeout_s=60)
     backend_key = settings.backend_api_key.get_secret_value() if settings.backend_api_key else None
     backend = make_backend(settings.backend, settings.backend_url, backend_http, backend_key)
     probe = gpu.NvmlProbe()
@@ -144,7 +141,7 @@ async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
     finally:
         probe.close()
         await backend_http.aclose()
-        await broker_http.aclose()
+        await api.aclose()
 
 
 @worker.command("gpus")
