@@ -151,5 +151,5 @@ def network(live_broker: LiveBroker, redis, fake_ollama) -> Iterator[Network]:
 
     user_key, worker_key = key("user"), key("worker")
     backend = make_backend("ollama", backend_url, httpx.AsyncClient(timeout=30))
-    with WorkerThread(live_broker.url, worker_key, backend, slots=8):
+    with WorkerThread(live_broker.url, worker_key, backend, admin_key=ADMIN_KEY, slots=8):
         yield Network(live_broker.url, user_key, state, live_broker)

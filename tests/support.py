@@ -91,7 +91,17 @@ class WorkerThread:
     """A garage Worker on its own event loop in a thread, so sync tests (the CLI under
     click's runner, the blocking Client) have a worker while they block."""
 
-    def __init__(self, broker_url: str, token: str, backend: Any, **settings: Any) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        token: str,
+        backend: Any,
+        *,
+        admin_key: str | None = None,
+        **settings: Any,
+    ) -> None:
+        """With `admin_key`, entering waits until the broker's fleet view lists the worker
+        (its first poll arrived), so an interactive submit cannot beat it to the broker."""
         from garage.client import WorkerAPI
         from garage.worker.daemon import Worker
         from garage.worker.settings import WorkerSettings
@@ -102,6 +112,8 @@ class WorkerThread:
         self._make_api = lambda: WorkerAPI(broker_url, token)
         self._make = lambda api: Worker(self._settings, api=api, backend=backend, gpu=None)
         self.worker: Any = None
+        self._broker_url = broker_url
+        self._admin_key = admin_key
         self._thread = threading.Thread(target=self._main, daemon=True)
         self._ready = threading.Event()
 
@@ -123,7 +135,18 @@ class WorkerThread:
         self._thread.start()
         self._ready.wait(10)
         wait_until(lambda: self.worker.models, timeout_s=10, what="the worker's models")
+        if self._admin_key is not None:
+            wait_until(self._listed, timeout_s=10, what="the broker to list the worker")
         return self
+
+    def _listed(self) -> bool:
+        import httpx
+
+        reply = httpx.get(
+            f"{self._broker_url}/v1/workers",
+            headers={"Authorization": f"Bearer {self._admin_key}"},
+        )
+        return any(w["worker_id"] == self.worker.worker_id for w in reply.json()["data"])
 
     def __exit__(self, *exc_info: object) -> None:
         self.loop.call_soon_threadsafe(self.worker.request_stop)

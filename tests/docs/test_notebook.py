@@ -32,7 +32,8 @@ def demo_network(live_broker: LiveBroker, redis, monkeypatch) -> Iterator[None]:
 
     monkeypatch.setenv("GARAGE_URL", live_broker.url)
     monkeypatch.setenv("GARAGE_API_KEY", key("user"))
-    with WorkerThread(live_broker.url, key("worker"), DemoBackend(tokens_per_s=400), slots=8):
+    backend = DemoBackend(tokens_per_s=400)
+    with WorkerThread(live_broker.url, key("worker"), backend, admin_key=ADMIN_KEY, slots=8):
         yield
 
 
