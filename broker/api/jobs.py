@@ -68,14 +68,18 @@ async def enqueue(
     created already leased to it. Batch jobs always queue, so interactive work waiting
     elsewhere keeps its precedence over them.
 
-    The hand-off does not wait for `submit.lua`: the poll's answer and the script go out
-    together, which takes a Redis round trip off every interactive job's path. The job
-    still exists before any report about it reaches Redis, as the worker learns of the
-    lease only from that answer, and this process sends the script before it reads another
-    request (and, when its Redis pool is exhausted, gets a connection for it before any
-    later request does). Should the script fail, the submitter gets the error and the
-    worker's first report finds no job (404), so it drops the lease. A submit with an
-    idempotency key may return an earlier job instead, so it is never handed off early.
+    The hand-off does not wait for `submit.lua`: the poll's answer goes out first and the
+    script right after it, in the same turn of the event loop, which takes a Redis round
+    trip off every interactive job's path. The job still exists before any report about
+    it reaches Redis: the worker learns of the lease only from that answer, and this
+    process sends the script before it reads another request (when its Redis pool is
+    exhausted, the script waits for a connection ahead of any later request). Only a
+    report sent to another broker replica could overtake the script, and only if this
+    process stalled between the two writes for longer than the worker's whole round trip:
+    that report would find no job (404, so the worker drops the lease), and the lease, once
+    written, would run out and requeue the job. Should the script fail, the submitter gets
+    the error and the worker's first report finds no job. A submit with an idempotency key
+    may return an earlier job instead, so it is never handed off early.
     """
     polls = broker.notifier.polls
     handoff = spec.lane is Lane.interactive and idempotency_key is None
@@ -92,6 +96,7 @@ async def enqueue(
     submission = broker.store.jobs.prepare(owner, spec, job_id=job_id, lease_to=target)
     assert submission.lease is not None
     polls.hand(poll, submission.lease)
+    await asyncio.sleep(0)  # the poll's answer goes out first; the script right after it
     submitted = await broker.store.jobs.write(submission)
     broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
     return submitted
@@ -137,8 +142,11 @@ async def _wait_for_end(
             if status is None or status in TERMINAL_STATUSES:
                 break
         fresh = False
+        # asyncio.timeout, not wait_for: this task itself waits on the event, so it runs
+        # on the loop's next turn after the end is signalled (see workers.complete).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ended.wait(), min(remaining, _RECHECK_S))
+            async with asyncio.timeout(min(remaining, _RECHECK_S)):
+                await ended.wait()
     return ended.job or await broker.store.jobs.get(job.id) or job
 
 

@@ -182,6 +182,7 @@ async def complete(call: PlainCall[CompleteReport]) -> Response:
     job_id, body, broker = _job_id(call), call.body, call.broker
     # A request in this process waiting for the end gets the finished job from the same
     # script, instead of reading it back.
+    waited_for = broker.notifier.awaits_end(job_id)
     outcome, job = await broker.store.leases.complete_reading_job(
         job_id,
         token=body.lease_token,
@@ -190,11 +191,15 @@ async def complete(call: PlainCall[CompleteReport]) -> Response:
         usage=body.usage,
         timings=body.timings,
         text=body.text,
-        read_job=broker.notifier.awaits_end(job_id),
+        read_job=waited_for,
     )
     if outcome is ReportOutcome.ok:
         broker.notifier.job_ended(job_id, job)
         broker.metrics.finished.labels("succeeded").inc()
+        if waited_for:
+            # One turn of the loop, so the waiting requests answer before this one: the
+            # result reaches its caller first, the worker's acknowledgement after.
+            await asyncio.sleep(0)
     return _reply(outcome, job_id, broker)
 
 

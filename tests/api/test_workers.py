@@ -10,6 +10,7 @@ import pytest
 
 from garage.broker.store import Store
 
+from ..support import eventually
 from .conftest import CHAT, new_key, poll_body
 
 
@@ -73,6 +74,42 @@ async def test_an_enqueue_wakes_one_parked_poll(
         assert all(r.json()["leases"] == [] for r in replies)
     finally:
         leases.claim = original
+
+
+async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
+    http: httpx.AsyncClient, user, worker, broker, redis
+) -> None:
+    """The parked poll gets its lease before submit.lua returns; when the script fails,
+    the submitter gets the error and the worker's report finds no job."""
+    runtime = broker.app.state.broker
+    polling = asyncio.create_task(
+        http.post("/v1/worker/poll", json=poll_body(wait_s=10), headers=worker)
+    )
+
+    async def parked() -> bool:
+        return runtime.notifier.polls.waiting_for("m") is not None
+
+    await eventually(parked, what="the poll to park")
+    jobs = runtime.store.jobs
+    original = jobs.write
+
+    async def failing_write(submission):
+        raise ConnectionError("redis went away")
+
+    jobs.write = failing_write
+    try:
+        submitted = await http.post("/v1/jobs", json=CHAT, headers=user)
+    finally:
+        jobs.write = original
+    assert submitted.status_code == 500 and submitted.json()["error"]["type"] == "server_error"
+    [lease] = (await asyncio.wait_for(polling, 10)).json()["leases"]
+    report = await http.post(
+        f"/v1/worker/jobs/{lease['job_id']}/report",
+        json={"lease_token": lease["lease_token"], "text": "x"},
+        headers=worker,
+    )
+    assert report.status_code == 404
+    assert await redis.exists(f"garage:job:{lease['job_id']}") == 0
 
 
 async def test_poll_hands_out_several_jobs_interactive_first(

@@ -297,3 +297,20 @@ async def test_list_is_per_owner_newest_first(store: Store, clock: ManualClock) 
     assert [j.id for j in rest] == ids[::-1][3:] and not more
     everyone, _ = await store.jobs.list(None, limit=10)
     assert len(everyone) == 6
+
+
+async def test_complete_can_return_the_finished_job(store: Store, clock: ManualClock) -> None:
+    job_id = await submit(store)
+    [lease] = await claim(store)
+    clock.advance(0.25)
+    outcome, job = await store.leases.complete_reading_job(
+        job_id, token=lease.lease_token, lease_owner="wk", result={"ok": True}
+    )
+    assert outcome == ReportOutcome.ok
+    assert job == await store.jobs.get(job_id)  # what a read-back would have found
+    assert job.status == JobStatus.succeeded and job.result == {"ok": True}
+    assert job.timings.run_ms == 250
+    again, nothing = await store.leases.complete_reading_job(
+        job_id, token=lease.lease_token, lease_owner="wk", result={"ok": False}
+    )
+    assert again == ReportOutcome.ended and nothing is None  # a refused result reads nothing
