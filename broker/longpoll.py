@@ -19,7 +19,7 @@ import asyncio
 
 from garage.client.schemas import Lease
 
-__all__ = ["ParkedPoll", "PollWaiters"]
+__all__ = ["ClaimHints", "ParkedPoll", "PollWaiters"]
 
 
 class ParkedPoll:
@@ -88,3 +88,53 @@ class PollWaiters:
 
     def _first_free(self, model: str) -> ParkedPoll | None:
         return next((poll for poll in self._by_model.get(model, ()) if poll.free), None)
+
+
+class ClaimHints:
+    """The models this process knows to have nothing to claim, so a poll for them parks at
+    once instead of asking Redis: a busy worker polls again after every job, and an idle
+    fleet re-polls every half minute.
+
+    Every change that makes a job claimable publishes a wake for its model (`submit.lua`,
+    and `requeue` in `lib.lua`), and while subscribed this process sees every wake. So a
+    model a claim found empty stays empty until a wake for it arrives, and that wake also
+    wakes a poll parked for it, which then claims. The snapshot taken before the claim
+    makes a wake that arrives while the claim runs count. Knowledge starts at a confirmed
+    subscription to the wake channel, and each new one (after a reconnect, where wakes
+    may have been lost) forgets everything known before it.
+    """
+
+    def __init__(self) -> None:
+        self._wakes: dict[str, int] = {}  # model -> wakes seen
+        self._empty: dict[str, tuple[int, int]] = {}  # model -> (wakes, epoch) found empty
+        self._epoch = 0  # counts confirmed subscriptions; 0: none yet, or lost
+        self._live = False
+
+    def subscribed(self) -> None:
+        self._epoch += 1
+        self._empty.clear()
+        self._live = True
+
+    def unsubscribed(self) -> None:
+        self._live = False
+        self._empty.clear()
+
+    def woken(self, model: str) -> None:
+        self._wakes[model] = self._wakes.get(model, 0) + 1
+
+    def snapshot(self, models: list[str]) -> tuple[int, dict[str, int]]:
+        """What `found_empty` needs; take it before the claim is sent."""
+        return self._epoch, {model: self._wakes.get(model, 0) for model in models}
+
+    def found_empty(self, snapshot: tuple[int, dict[str, int]]) -> None:
+        epoch, wakes = snapshot
+        if self._live and epoch == self._epoch:
+            for model, count in wakes.items():
+                self._empty[model] = (count, epoch)
+
+    def known_empty(self, models: list[str]) -> bool:
+        return (
+            self._live
+            and bool(models)
+            and all(self._empty.get(m) == (self._wakes.get(m, 0), self._epoch) for m in models)
+        )

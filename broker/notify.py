@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from garage.client.schemas import Job
 
-from .longpoll import PollWaiters
+from .longpoll import ClaimHints, PollWaiters
 from .store import Store, keys
 
 __all__ = ["JobEnd", "Notifier"]
@@ -56,10 +56,11 @@ class JobEnd:
 class Notifier:
     def __init__(self, store: Store) -> None:
         self.polls = PollWaiters()
+        self.hints = ClaimHints()
         self._streams: dict[str, set[asyncio.Event]] = {}
         self._ends: dict[str, set[JobEnd]] = {}
         self._woken_here: set[str] = set()
-        self._subscriber = store.subscriber(self._on_message)
+        self._subscriber = store.subscriber(self._on_message, self._on_subscribed)
 
     async def run(self) -> None:
         await self._subscriber.run()
@@ -68,9 +69,16 @@ class Notifier:
     def connected(self) -> bool:
         return self._subscriber.connected.is_set()
 
+    def _on_subscribed(self, live: bool) -> None:
+        if live:
+            self.hints.subscribed()
+        else:
+            self.hints.unsubscribed()
+
     def _on_message(self, channel: str, data: str) -> None:
         if channel == keys.WAKE_CHANNEL:
             model, _, job_id = data.rpartition(" ")
+            self.hints.woken(model)
             if job_id in self._woken_here:
                 self._woken_here.discard(job_id)
             else:
@@ -83,6 +91,7 @@ class Notifier:
 
     def job_queued(self, model: str, job_id: str) -> None:
         """A job this process just queued: wake a local poll now, skip the echo later."""
+        self.hints.woken(model)
         if self.polls.wake(model):
             if len(self._woken_here) >= _LOCAL_WAKES_MAX:  # echoes lost to a reconnect
                 self._woken_here.clear()

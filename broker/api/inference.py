@@ -88,14 +88,15 @@ class _Call:
         """Waits for the end (cancelling the job if the client leaves) and answers it."""
         with self.broker.notifier.until_ended(self.job_id) as ended:
             await self.submit()
+            # A client that leaves wakes the wait too (the status read below tells which);
+            # this task waits on the end itself, so it answers on the loop's next turn.
             left = asyncio.ensure_future(_disconnected(request))
-            finished = asyncio.ensure_future(ended.wait())
+            left.add_done_callback(lambda _: ended.set())
             try:
-                await asyncio.wait(
-                    {left, finished}, timeout=_MAX_WAIT_S, return_when=asyncio.FIRST_COMPLETED
-                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_MAX_WAIT_S):
+                        await ended.wait()
             finally:
-                finished.cancel()
                 left.cancel()
         job = ended.job or await self.broker.store.jobs.get(self.job_id)
         if job is None or job.status not in TERMINAL_STATUSES:

@@ -81,13 +81,7 @@ async def _claim_or_park(call: PlainCall[PollRequest], wait_s: float) -> list[Le
             )
             used_wake = False
             try:
-                leases = await broker.store.leases.claim(
-                    worker_id=body.worker_id,
-                    lease_owner=caller.id,
-                    models=body.models,
-                    slots=body.slots_free,
-                    min_wait_ms=min_wait_ms,
-                )
+                leases = await _claim(call, min_wait_ms)
                 remaining = deadline - time.monotonic()
                 if leases and disconnected.done():
                     # Nobody will read these: give them straight back rather than let
@@ -112,6 +106,25 @@ async def _claim_or_park(call: PlainCall[PollRequest], wait_s: float) -> list[Le
                 polls.leave(parked, used_wake=used_wake)
     finally:
         disconnected.cancel()
+
+
+async def _claim(call: PlainCall[PollRequest], min_wait_ms: int) -> list[Lease]:
+    """Claims, unless this process knows the poll's models have nothing to claim (a
+    fallback poll, which takes only jobs that waited, always claims)."""
+    body, hints = call.body, call.broker.notifier.hints
+    if not min_wait_ms and hints.known_empty(body.models):
+        return []
+    snapshot = hints.snapshot(body.models)
+    leases = await call.broker.store.leases.claim(
+        worker_id=body.worker_id,
+        lease_owner=call.caller.id,
+        models=body.models,
+        slots=body.slots_free,
+        min_wait_ms=min_wait_ms,
+    )
+    if not min_wait_ms and len(leases) < body.slots_free:
+        hints.found_empty(snapshot)  # it took everything there was
+    return leases
 
 
 async def _hand_back(broker: Broker, caller: Principal, leases: list[Lease]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from ..clock import Clock
 from .apikeys import ApiKeyStore
 from .batches import BatchStore
-from .channels import OnMessage, Subscriber
+from .channels import OnMessage, OnSubscribed, Subscriber
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -69,8 +69,10 @@ class Store:
             kind=kind,
         )
 
-    def subscriber(self, on_message: OnMessage) -> Subscriber:
-        return Subscriber(self.redis, on_message)
+    def subscriber(
+        self, on_message: OnMessage, on_subscribed: OnSubscribed | None = None
+    ) -> Subscriber:
+        return Subscriber(self.redis, on_message, on_subscribed)
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())

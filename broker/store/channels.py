@@ -15,19 +15,23 @@ from typing import Any
 
 from . import keys
 
-__all__ = ["OnMessage", "Subscriber"]
+__all__ = ["OnMessage", "OnSubscribed", "Subscriber"]
 
 logger = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, str], None]
+OnSubscribed = Callable[[bool], None]  # True: the wake channel's subscription is confirmed
 
 _CONFIRM_TIMEOUT_S = 2.0
 
 
 class Subscriber:
-    def __init__(self, redis: Any, on_message: OnMessage) -> None:
+    def __init__(
+        self, redis: Any, on_message: OnMessage, on_subscribed: OnSubscribed | None = None
+    ) -> None:
         self._redis = redis
         self._on_message = on_message
+        self._on_subscribed = on_subscribed or (lambda live: None)
         self._pubsub: Any = None
         self._channels: set[str] = {keys.WAKE_CHANNEL, keys.ENDED_CHANNEL}
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
@@ -50,6 +54,7 @@ class Subscriber:
                 # A broken connection: readers fall back on their own timeouts meanwhile.
                 logger.warning("pubsub.reconnect", exc_info=True)
                 self.connected.clear()
+                self._on_subscribed(False)
                 await asyncio.sleep(0.5)
             finally:
                 pubsub, self._pubsub = self._pubsub, None
@@ -62,6 +67,8 @@ class Subscriber:
         if kind == "message":
             self._on_message(channel, message["data"])
         elif kind == "subscribe":
+            if channel == keys.WAKE_CHANNEL:  # also after redis-py's own reconnects
+                self._on_subscribed(True)
             for future in self._confirmations.pop(channel, []):
                 if not future.done():
                     future.set_result(None)

@@ -36,12 +36,13 @@ async def test_parked_poll_gets_a_job_the_moment_it_is_queued(
     assert handed_out_s < 5  # far under the 20 s wait: woken, not timed out
 
 
-@pytest.mark.parametrize(("lane", "claims_after"), [("batch", 5), ("interactive", 4)])
+@pytest.mark.parametrize(("lane", "claims_after"), [("batch", 2), ("interactive", 1)])
 async def test_an_enqueue_wakes_one_parked_poll(
     http: httpx.AsyncClient, user, worker, broker, lane: str, claims_after: int
 ) -> None:
     """A batch job wakes one parked poll, which claims it; an interactive job submitted to
-    the broker holding the parked poll is handed to it directly, with no claim at all."""
+    the broker holding the parked poll is handed to it directly, with no claim at all.
+    Once the first poll's claim found nothing, the others park without claiming."""
     leases = broker.app.state.broker.store.leases
     calls = 0
     original = leases.claim
@@ -51,18 +52,23 @@ async def test_an_enqueue_wakes_one_parked_poll(
         calls += 1
         return await original(**kw)
 
+    notifier = broker.app.state.broker.notifier
+
+    def start_poll(i: int) -> asyncio.Task:
+        body = poll_body(wait_s=3, worker_id=f"w{i}")
+        return asyncio.create_task(http.post("/v1/worker/poll", json=body, headers=worker))
+
+    async def parked(count: int) -> bool:
+        return len(notifier.polls) == count and notifier.polls.waiting_for("m") is not None
+
     leases.claim = counting_claim
     try:
-        polls = [
-            asyncio.create_task(
-                http.post(
-                    "/v1/worker/poll", json=poll_body(wait_s=3, worker_id=f"w{i}"), headers=worker
-                )
-            )
-            for i in range(4)
-        ]
-        await asyncio.sleep(0.3)
-        assert calls == 4  # each poll claimed once on arrival, then parked
+        notifier.hints.woken("m")  # as after a wake: whatever an earlier test left is unknown
+        polls = [start_poll(0)]
+        await eventually(lambda: parked(1), what="the first poll to park")
+        polls += [start_poll(i) for i in range(1, 4)]
+        await eventually(lambda: parked(4), what="four parked polls")
+        assert calls == 1  # the first found nothing; the broker knows until a wake
         job = (await http.post("/v1/jobs", json={**CHAT, "lane": lane}, headers=user)).json()
         done, pending = await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
         [lease] = done.pop().result().json()["leases"]

@@ -71,3 +71,30 @@ async def test_submit_on_one_lease_through_the_other_stream_across(
     assert "".join(e["text"] for e in events if e["type"] == "delta") == "tokens"
     assert events[-1]["type"] == "done"
     assert a.stop() == 0 and b.stop() == 0
+
+
+async def test_a_poll_that_parks_on_known_empty_queues_gets_the_other_brokers_job(
+    start_broker, redis_url: str, redis
+) -> None:
+    a = start_broker("--redis-url", redis_url, name="a")
+    b = start_broker("--redis-url", redis_url, name="b")
+    async with httpx.AsyncClient(timeout=30) as http:
+        key = (
+            await http.post(
+                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
+            )
+        ).json()["key"]
+        worker = {"Authorization": f"Bearer {key}"}
+        poll = {"worker_id": "w1", "models": ["m"], "slots_free": 1}
+        # B's claim finds nothing, so B knows: the next poll parks without asking Redis.
+        empty = await http.post(f"{b.url}/v1/worker/poll", json={**poll, "wait_s": 0},
+                                headers=worker)  # fmt: skip
+        assert empty.json()["leases"] == []
+        parked = asyncio.create_task(
+            http.post(f"{b.url}/v1/worker/poll", json={**poll, "wait_s": 20}, headers=worker)
+        )
+        await asyncio.sleep(0.3)
+        job = (await http.post(f"{a.url}/v1/jobs", json={**CHAT, "lane": "batch"},
+                               headers=ADMIN)).json()  # fmt: skip
+        [lease] = (await asyncio.wait_for(parked, 10)).json()["leases"]
+        assert lease["job_id"] == job["id"]
