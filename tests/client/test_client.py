@@ -89,6 +89,24 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
         assert len(pieces) > 2
 
 
+async def test_run_submits_and_waits_in_one_call(network: Network) -> None:
+    async with AsyncClient(network.url, network.user_key) as client:
+        job = await client.run("m", "all at once", timeout_s=10)
+        assert job.status.value == "succeeded"
+        assert job.result["choices"][0]["message"]["content"] == "echo: all at once"
+        network.backend.configure(fail_status=400, fail_message="no such thing")
+        with pytest.raises(JobFailed):
+            await client.run("m", "rejected", timeout_s=10)
+        network.backend.configure(fail_status=None, hang=True)
+        with pytest.raises(WaitTimeout) as timed_out:
+            await client.run("m", "never answered", timeout_s=0.5)
+        assert timed_out.value.job.status.value == "running"
+        await client.cancel(timed_out.value.job.id)
+    with Client(network.url, network.user_key) as blocking:
+        network.backend.configure(hang=False)
+        assert blocking.run("m", "blocking", timeout_s=10).status.value == "succeeded"
+
+
 async def test_wait_timeout_then_cancel_reaches_the_backend(network: Network) -> None:
     network.backend.configure(hang=True)
     async with AsyncClient(network.url, network.user_key) as client:
