@@ -5,8 +5,10 @@ for a job's end, and every SSE reader:
 
 - `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`longpoll.py`).
 - `garage:ended` (a job id) releases the requests in this process waiting for that job.
-  Every process gets every end, which is cheap next to an HTTP request, and saves a
-  SUBSCRIBE per waiting request.
+  A process about to wait marks the job as watched (`submit.lua` for its own submits,
+  `watch.lua` otherwise), and an end is published only when a process other than the one
+  ending it watches; so a job nobody waits for (a batch job) or one that ends where it is
+  waited for costs no message, and no waiting request costs a SUBSCRIBE.
 - `garage:ev:{id}` (a new stream entry) wakes the SSE readers of that job; a process
   subscribes to it once, however many of its readers follow the job.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 from garage.client.schemas import Job
@@ -55,6 +58,9 @@ class JobEnd:
 
 class Notifier:
     def __init__(self, store: Store) -> None:
+        # Names this process in a job's 'watched' field, so a job this process both waits
+        # for and ends is announced to nobody else (see finish in lib.lua).
+        self.process_id = secrets.token_hex(8)
         self.polls = PollWaiters()
         self.hints = ClaimHints()
         self._streams: dict[str, set[asyncio.Event]] = {}

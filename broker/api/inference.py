@@ -74,9 +74,11 @@ class _Call:
         self.chunk_id = f"{_PREFIXES[kind]}-{self.job_id}"
         self.created = int(time.time())
 
-    async def submit(self) -> None:
+    async def submit(self, *, wait_here: bool = False) -> None:
+        """Queues the job; `wait_here`: a request in this process waits for its end."""
         await require_served(self.broker, self.spec)
-        await enqueue(self.broker, self.caller.id, self.spec, job_id=self.job_id)
+        watcher = self.broker.notifier.process_id if wait_here else ""
+        await enqueue(self.broker, self.caller.id, self.spec, job_id=self.job_id, watcher=watcher)
 
     def cancel_soon(self) -> None:
         """Cancels the job from a task of its own: the caller may itself be cancelled."""
@@ -87,7 +89,7 @@ class _Call:
     async def answer(self, request: Request) -> Response:
         """Waits for the end (cancelling the job if the client leaves) and answers it."""
         with self.broker.notifier.until_ended(self.job_id) as ended:
-            await self.submit()
+            await self.submit(wait_here=True)
             # A client that leaves wakes the wait too (the status read below tells which);
             # this task waits on the end itself, so it answers on the loop's next turn.
             left = asyncio.ensure_future(_disconnected(request))

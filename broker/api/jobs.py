@@ -63,10 +63,12 @@ async def enqueue(
     *,
     job_id: str,
     idempotency_key: str | None = None,
+    watcher: str = "",
 ) -> Submitted:
     """Queues a job, or hands an interactive one straight to a poll parked in this process,
     created already leased to it. Batch jobs always queue, so interactive work waiting
-    elsewhere keeps its precedence over them.
+    elsewhere keeps its precedence over them. `watcher`: this process's id when a request
+    here will wait for the job's end.
 
     The hand-off does not wait for `submit.lua`: the poll's answer goes out first and the
     script right after it, in the same turn of the event loop, which takes a Redis round
@@ -86,14 +88,16 @@ async def enqueue(
     poll = polls.waiting_for(spec.model) if handoff else None
     if poll is None:
         submitted = await broker.store.jobs.submit(
-            owner, spec, idempotency_key=idempotency_key, job_id=job_id
+            owner, spec, idempotency_key=idempotency_key, job_id=job_id, watcher=watcher
         )
         if submitted.created:
             broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
             broker.notifier.job_queued(spec.model, job_id)
         return submitted
     target = LeaseTarget(poll.worker_id, poll.lease_owner, broker.store.leases.lease_ms)
-    submission = broker.store.jobs.prepare(owner, spec, job_id=job_id, lease_to=target)
+    submission = broker.store.jobs.prepare(
+        owner, spec, job_id=job_id, lease_to=target, watcher=watcher
+    )
     assert submission.lease is not None
     polls.hand(poll, submission.lease)
     await asyncio.sleep(0)  # the poll's answer goes out first; the script right after it
@@ -128,26 +132,31 @@ async def _wait_for_end(
     broker: Broker, job: Job, wait_s: float, ended: JobEnd, *, fresh: bool = False
 ) -> Job:
     """The job once it ended, or as it is after `wait_s`. `ended` must have been registered
-    (`Notifier.until_ended`) before `job` was read; `fresh` says nothing could have ended
-    it since, which saves reading its status again."""
+    (`Notifier.until_ended`) before `job` was read. Unless `fresh` (the job was just
+    created with this process as its watcher), the job is first marked as watched by this
+    process, so another that ends it publishes the end."""
     if wait_s <= 0 or job.status in TERMINAL_STATUSES:
         return job
     deadline = time.monotonic() + wait_s
+    jobs, first = broker.store.jobs, True
     while not ended.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
         if not fresh:
-            status = await broker.store.jobs.status(job.id)
+            if first:
+                status = await jobs.watch(job.id, broker.notifier.process_id)
+            else:
+                status = await jobs.status(job.id)
             if status is None or status in TERMINAL_STATUSES:
                 break
-        fresh = False
+        fresh = first = False
         # asyncio.timeout, not wait_for: this task itself waits on the event, so it runs
         # on the loop's next turn after the end is signalled (see workers.complete).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(remaining, _RECHECK_S)):
                 await ended.wait()
-    return ended.job or await broker.store.jobs.get(job.id) or job
+    return ended.job or await jobs.get(job.id) or job
 
 
 async def submit_job(call: PlainCall[JobCreate]) -> Response:
@@ -161,7 +170,12 @@ async def submit_job(call: PlainCall[JobCreate]) -> Response:
     # Listen for the end before the job exists, so no end can slip past unseen.
     with broker.notifier.until_ended(job_id) as ended:
         submitted = await enqueue(
-            broker, call.caller.id, spec, job_id=job_id, idempotency_key=idempotency_key
+            broker,
+            call.caller.id,
+            spec,
+            job_id=job_id,
+            idempotency_key=idempotency_key,
+            watcher=broker.notifier.process_id if wait_s > 0 else "",
         )
         if submitted.created:
             job = await _wait_for_end(broker, submitted.job, wait_s, ended, fresh=True)
@@ -232,7 +246,7 @@ async def list_jobs(
 async def cancel_job(job_id: JobId, broker: BrokerDep, caller: Caller) -> Response:
     """Cancels a queued or running job; a running job's worker learns on its next report."""
     await _visible_job(broker, caller, job_id)
-    outcome = await broker.store.jobs.cancel(job_id)
+    outcome = await broker.store.jobs.cancel(job_id, ended_by=broker.notifier.process_id)
     broker.notifier.job_ended(job_id)
     if not outcome.found:
         raise NotFound(f"no job {job_id!r}", param="job_id")

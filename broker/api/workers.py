@@ -205,6 +205,7 @@ async def complete(call: PlainCall[CompleteReport]) -> Response:
         timings=body.timings,
         text=body.text,
         read_job=waited_for,
+        ended_by=broker.notifier.process_id,
     )
     if outcome is ReportOutcome.ok:
         broker.notifier.job_ended(job_id, job)
@@ -226,6 +227,7 @@ async def fail(call: PlainCall[FailReport]) -> Response:
         error=body.error,
         retryable=body.retryable,
         handback=body.handback,
+        ended_by=broker.notifier.process_id,
     )
     if outcome is ReportOutcome.failed:
         broker.notifier.job_ended(job_id)

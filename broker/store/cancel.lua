@@ -1,7 +1,7 @@
 -- Cancels a queued or running job. A running job keeps its lease token, so the worker's
 -- next report is answered "cancelled" (and it aborts) rather than 409.
 -- Touches: job:{id}, job:{id}:events, queue:{model}:{lane}, leases, start-deadlines.
--- ARGV: 1 id, 2 now_ms, 3 retention_ms, 4 error JSON
+-- ARGV: 1 id, 2 now_ms, 3 retention_ms, 4 error JSON, 5 the calling broker's process id
 -- Returns 'cancelled', 'gone', or the terminal status the job already had.
 local id, now_ms = ARGV[1], tonumber(ARGV[2])
 local j = redis.call('HMGET', job_key(id), 'status', 'model', 'lane', 'attempt')
@@ -9,5 +9,5 @@ if not j[1] then return 'gone' end
 if j[1] ~= 'queued' and j[1] ~= 'running' then return j[1] end
 if j[1] == 'queued' then redis.call('ZREM', queue_key(j[2], j[3]), id) end
 emit_error(id, 'cancelled', tonumber(j[4]), ARGV[4])
-finish(id, 'cancelled', now_ms, tonumber(ARGV[3]), {'error', ARGV[4]})
+finish(id, 'cancelled', now_ms, tonumber(ARGV[3]), {'error', ARGV[4]}, ARGV[5])
 return 'cancelled'

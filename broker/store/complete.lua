@@ -1,7 +1,8 @@
 -- Accepts a job's result from the holder of its lease; exactly one result is accepted.
 -- Touches: job:{id}, job:{id}:events, leases, start-deadlines, the idempotency key.
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 result JSON, 6 usage JSON|'',
---       7 worker timings JSON|'', 8 trailing text, 9 retention_ms, 10 '1' to return the job
+--       7 worker timings JSON|'', 8 trailing text, 9 retention_ms, 10 '1' to return the job,
+--       11 the calling broker's process id
 -- Returns 'ok', 'ended', 'stale' or 'gone' as report.lua does; with ARGV[10] = '1', an
 -- accepted result returns {'ok', the finished job's fields as HGETALL lists them}.
 local id, now_ms, result, usage = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6]
@@ -26,6 +27,6 @@ if usage == '' then usage = 'null' end
 emit(id, '{"type":"done","attempt":' .. attempt .. ',"result":' .. result ..
   ',"usage":' .. usage .. '}')
 finish(id, 'succeeded', now_ms, tonumber(ARGV[9]),
-  {'result', result, 'usage', usage, 'timings', timings_json})
+  {'result', result, 'usage', usage, 'timings', timings_json}, ARGV[11])
 if ARGV[10] == '1' then return {'ok', redis.call('HGETALL', job_key(id))} end
 return 'ok'

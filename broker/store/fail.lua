@@ -3,7 +3,8 @@
 -- are left; anything else fails the job.
 -- Touches: job:{id}, job:{id}:events, queue:{model}:{lane}, leases, start-deadlines.
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 error JSON, 6 retryable 0|1,
---       7 handback 0|1, 8 retention_ms, 9 reason for readers of the stream
+--       7 handback 0|1, 8 retention_ms, 9 reason for readers of the stream,
+--       10 the calling broker's process id
 -- Returns 'requeued', 'failed', or 'ended', 'stale', 'gone' as report.lua does.
 local id, now_ms = ARGV[1], tonumber(ARGV[4])
 local j, reply = check_lease(id, ARGV[2], ARGV[3], {'max_attempts'})
@@ -19,5 +20,5 @@ if ARGV[6] == '1' and attempt < max_attempts and not past_deadline(j, now_ms) th
   requeue(id, ARGV[9])
   return 'requeued'
 end
-fail_job(id, attempt, now_ms, tonumber(ARGV[8]), ARGV[5])
+fail_job(id, attempt, now_ms, tonumber(ARGV[8]), ARGV[5], ARGV[10])
 return 'failed'

@@ -108,13 +108,19 @@ class JobStore:
         idempotency_key: str | None = None,
         job_id: str | None = None,
         lease_to: LeaseTarget | None = None,
+        watcher: str = "",
     ) -> Submitted:
         """Queues the job under `job_id` (a fresh id when None), or with `lease_to` leases
         it straight to that worker; an idempotency key that matches an earlier job returns
-        that job instead."""
+        that job instead. `watcher` is the process id of a broker that waits for the end."""
         return await self.write(
             self.prepare(
-                owner, spec, idempotency_key=idempotency_key, job_id=job_id, lease_to=lease_to
+                owner,
+                spec,
+                idempotency_key=idempotency_key,
+                job_id=job_id,
+                lease_to=lease_to,
+                watcher=watcher,
             )
         )
 
@@ -126,17 +132,18 @@ class JobStore:
         idempotency_key: str | None = None,
         job_id: str | None = None,
         lease_to: LeaseTarget | None = None,
+        watcher: str = "",
     ) -> Submission:
         """Everything `write` sends, and with `lease_to` the lease it creates, without I/O:
         so a broker can hand that lease to a parked poll while the script is under way."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
-        args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem)
+        args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem, watcher=watcher)
         if lease_to is None:
             return Submission(args=args, job=job)
         token = new_token()
-        args[-4:] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
+        args[15:19] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
         lease = Lease(
             job_id=job_id,
             lease_token=token,
@@ -197,6 +204,7 @@ class JobStore:
         *,
         idem: str = "",
         batch_id: str | None = None,
+        watcher: str = "",
     ) -> tuple[list[Any], Job]:
         start_deadline = _deadline(now_ms, spec.start_timeout_s)
         deadline = _deadline(now_ms, spec.timeout_s)
@@ -218,10 +226,11 @@ class JobStore:
             idem,
             keys.owner_jobs(owner),
             keys.ALL_JOBS,
+            "",  # 16-19: the lease when `prepare` leases it directly
             "",
             "",
             "",
-            "",
+            watcher,
         ]
         job = Job(
             id=job_id,
@@ -252,6 +261,12 @@ class JobStore:
             model, _, lane = key.removeprefix(keys.QUEUE_PREFIX).rpartition(":")
             depths[(model, lane)] = await self._redis.zcard(key)
         return depths
+
+    async def watch(self, job_id: str, process_id: str) -> JobStatus | None:
+        """Marks the job as waited for by broker process `process_id` (so its end is
+        published unless that process ends it) and returns its status."""
+        value = await self._scripts.watch(args=[job_id, process_id])
+        return JobStatus(value) if value else None
 
     async def status(self, job_id: str) -> JobStatus | None:
         value = await self._redis.hget(keys.job(job_id), "status")
@@ -302,9 +317,10 @@ class JobStore:
             await self._redis.zrem(index, *gone)
         return found[:limit], len(found) > limit
 
-    async def cancel(self, job_id: str) -> CancelOutcome:
+    async def cancel(self, job_id: str, *, ended_by: str = "") -> CancelOutcome:
+        """Cancels a queued or running job; `ended_by` is the calling broker's process id."""
         outcome = await self._scripts.cancel(
-            args=[job_id, self._clock(), self._retention_ms, _CANCEL_ERROR]
+            args=[job_id, self._clock(), self._retention_ms, _CANCEL_ERROR, ended_by]
         )
         if outcome == "gone":
             return CancelOutcome(found=False, status=None)

@@ -136,6 +136,7 @@ class LeaseStore:
         usage: Usage | None = None,
         timings: Timings | None = None,
         text: str = "",
+        ended_by: str = "",
     ) -> ReportOutcome:
         outcome, _ = await self.complete_reading_job(
             job_id,
@@ -146,6 +147,7 @@ class LeaseStore:
             timings=timings,
             text=text,
             read_job=False,
+            ended_by=ended_by,
         )
         return outcome
 
@@ -160,9 +162,11 @@ class LeaseStore:
         timings: Timings | None = None,
         text: str = "",
         read_job: bool = True,
+        ended_by: str = "",
     ) -> tuple[ReportOutcome, Job | None]:
         """`complete`, also returning the finished job (read in the same script) when the
-        result was accepted and `read_job` is set."""
+        result was accepted and `read_job` is set. `ended_by` is the calling broker's
+        process id: the end is published only if another process waits for it."""
         reply = await self._scripts.complete(
             args=[
                 job_id,
@@ -175,6 +179,7 @@ class LeaseStore:
                 text,
                 self._retention_ms,
                 "1" if read_job else "",
+                ended_by,
             ]
         )
         job = None
@@ -195,6 +200,7 @@ class LeaseStore:
         error: JobError,
         retryable: bool = False,
         handback: bool = False,
+        ended_by: str = "",
     ) -> ReportOutcome:
         reason = "handed back by its worker" if handback else f"retrying: {error.message}"
         outcome = ReportOutcome(
@@ -209,6 +215,7 @@ class LeaseStore:
                     int(handback),
                     self._retention_ms,
                     reason[:500],
+                    ended_by,
                 ]
             )
         )

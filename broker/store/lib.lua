@@ -10,7 +10,9 @@
 --   batch:{id}        HASH    a batch: status, total, completed, failed, timestamps
 --   batches:finalize  ZSET    batch id -> when a broker may (re)try writing its results
 -- Channels: ev:{id} gets "<stream entry id> <event type>"; wake gets "<model> <job id>"
--- when a job becomes claimable; ended gets the id of every job that reaches an end.
+-- when a job becomes claimable; ended gets the id of a job that reached an end while a
+-- broker process other than the one ending it waits for that (the job's 'watched' field:
+-- '' nobody, a broker's process id, or '*' for more than one).
 
 local JOB_PREFIX = '__JOB_PREFIX__'
 local EVENTS_SUFFIX = '__EVENTS_SUFFIX__'
@@ -69,8 +71,9 @@ end
 
 -- Moves a job to a terminal status. Terminal states never change again: every script
 -- checks the status before it writes. The job, its events and its idempotency key then
--- expire after the retention time. A batch job is counted in its batch.
-local function finish(id, status, now_ms, retention_ms, fields)
+-- expire after the retention time. A batch job is counted in its batch. `ended_by` is
+-- the broker process that ends it, which tells its own waiters without a message.
+local function finish(id, status, now_ms, retention_ms, fields, ended_by)
   local key = job_key(id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
   local batch_id = redis.call('HGET', key, 'batch_id')
@@ -81,13 +84,16 @@ local function finish(id, status, now_ms, retention_ms, fields)
   redis.call('PEXPIRE', events_key(id), retention_ms)
   local idem = redis.call('HGET', key, 'idem')
   if idem and idem ~= '' then redis.call('PEXPIRE', idem, retention_ms) end
-  redis.call('PUBLISH', ENDED_CHANNEL, id)
+  local watched = redis.call('HGET', key, 'watched')
+  if watched and watched ~= '' and watched ~= ended_by then
+    redis.call('PUBLISH', ENDED_CHANNEL, id)
+  end
 end
 
 -- Fails a job with an error event.
-local function fail_job(id, attempt, now_ms, retention_ms, err_json)
+local function fail_job(id, attempt, now_ms, retention_ms, err_json, ended_by)
   emit_error(id, 'failed', attempt, err_json)
-  finish(id, 'failed', now_ms, retention_ms, {'error', err_json})
+  finish(id, 'failed', now_ms, retention_ms, {'error', err_json}, ended_by)
 end
 
 -- Puts a running job back at the front of its queue for a fresh attempt. Readers of its

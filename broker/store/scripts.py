@@ -52,5 +52,6 @@ class Scripts:
         self.complete = redis.register_script(source("complete"))
         self.fail = redis.register_script(source("fail"))
         self.cancel = redis.register_script(source("cancel"))
+        self.watch = redis.register_script(source("watch"))
         self.reap = redis.register_script(source("reap"))
         self.claim_batch = redis.register_script(source("claim_batch"))

@@ -4,7 +4,8 @@
 -- ARGV: 1 id, 2 owner, 3 model, 4 kind, 5 lane, 6 request JSON, 7 max_attempts, 8 now_ms,
 --       9 start_deadline_ms|'', 10 deadline_ms|'', 11 metadata JSON, 12 batch_id|'',
 --       13 idempotency key|'', 14 owner index key, 15 all-jobs key,
---       16 worker id|'', 17 lease owner|'', 18 lease token|'', 19 lease_ms|''
+--       16 worker id|'', 17 lease owner|'', 18 lease token|'', 19 lease_ms|'',
+--       20 the process id of a broker that waits for the job's end|''
 -- With a lease token the job is created already leased to that worker (a poll parked in
 -- the submitting broker): it never enters the queue and no wake is published.
 -- Returns {job id, 1, {}} when created, or {existing id, 0, its fields as HGETALL lists them}.
@@ -22,7 +23,7 @@ redis.call('HSET', job_key(id),
   'id', id, 'owner', owner, 'model', model, 'kind', ARGV[4], 'lane', lane,
   'request', ARGV[6], 'status', 'queued', 'attempt', 0, 'max_attempts', ARGV[7],
   'created_ms', ARGV[8], 'start_deadline_ms', start_deadline, 'deadline_ms', ARGV[10],
-  'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem)
+  'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem, 'watched', ARGV[20])
 redis.call('ZADD', ARGV[14], now_ms, id)
 redis.call('ZADD', ARGV[15], now_ms, id)
 if idem ~= '' then redis.call('SET', idem, id) end

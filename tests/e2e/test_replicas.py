@@ -98,3 +98,36 @@ async def test_a_poll_that_parks_on_known_empty_queues_gets_the_other_brokers_jo
                                headers=ADMIN)).json()  # fmt: skip
         [lease] = (await asyncio.wait_for(parked, 10)).json()["leases"]
         assert lease["job_id"] == job["id"]
+
+
+async def test_a_wait_on_one_broker_ends_with_a_result_posted_to_the_other(
+    start_broker, redis_url: str, redis
+) -> None:
+    a = start_broker("--redis-url", redis_url, name="a")
+    b = start_broker("--redis-url", redis_url, name="b")
+    async with httpx.AsyncClient(timeout=30) as http:
+        key = (
+            await http.post(
+                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
+            )
+        ).json()["key"]
+        worker = {"Authorization": f"Bearer {key}"}
+        job = (await http.post(f"{a.url}/v1/jobs", json=CHAT, headers=ADMIN)).json()
+        waiting = asyncio.create_task(
+            http.get(f"{a.url}/v1/jobs/{job['id']}?wait_s=30", headers=ADMIN)
+        )
+        poll = {"worker_id": "w1", "models": ["m"], "slots_free": 1, "wait_s": 5}
+        [lease] = (await http.post(f"{b.url}/v1/worker/poll", json=poll, headers=worker)).json()[
+            "leases"
+        ]
+        await asyncio.sleep(0.3)  # the GET is waiting on A (it marked the job watched)
+        started = asyncio.get_running_loop().time()
+        await http.post(
+            f"{b.url}/v1/worker/jobs/{job['id']}/complete",
+            json={"lease_token": lease["lease_token"], "result": {"text": "done"}},
+            headers=worker,
+        )
+        ended = (await asyncio.wait_for(waiting, 20)).json()
+        # Released by B's message, not by A re-reading on its own every 5 s.
+        assert asyncio.get_running_loop().time() - started < 4
+    assert ended["status"] == "succeeded" and ended["result"] == {"text": "done"}

@@ -314,3 +314,41 @@ async def test_complete_can_return_the_finished_job(store: Store, clock: ManualC
         job_id, token=lease.lease_token, lease_owner="wk", result={"ok": False}
     )
     assert again == ReportOutcome.ended and nothing is None  # a refused result reads nothing
+
+
+async def test_an_end_is_published_only_for_another_watching_broker(
+    store: Store, redis, clock: ManualClock
+) -> None:
+    """`garage:ended` carries an end only to brokers that need it: one that watches the job
+    and did not end it itself."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("garage:ended")
+    assert (await pubsub.get_message(timeout=2))["type"] == "subscribe"
+
+    async def complete(job_id: str, ended_by: str) -> None:
+        [lease] = await claim(store)
+        assert lease.job_id == job_id
+        await store.leases.complete(
+            job_id, token=lease.lease_token, lease_owner="wk", result={}, ended_by=ended_by
+        )
+
+    nobody = await submit(store)  # a batch job, say: nobody waits
+    await complete(nobody, "p1")
+    here = (await store.jobs.submit("u1", chat(), watcher="p1")).job_id
+    await complete(here, "p1")  # ended where it is waited for: told in-process
+    elsewhere = (await store.jobs.submit("u1", chat(), watcher="p1")).job_id
+    await complete(elsewhere, "p2")
+    both = (await store.jobs.submit("u1", chat(), watcher="p1")).job_id
+    assert await store.jobs.watch(both, "p2") == JobStatus.queued
+    await complete(both, "p1")
+    reaped = await submit(store, start_timeout_s=1)
+    assert await store.jobs.watch(reaped, "p1") == JobStatus.queued
+    clock.advance(2)
+    await store.leases.reap()  # no broker ends it: anyone watching is told
+
+    published = []
+    while (message := await pubsub.get_message(timeout=0.5)) is not None:
+        published.append(message["data"])
+    assert published == [elsewhere, both, reaped]
+    assert await store.jobs.watch("job_nope", "p1") is None
+    await pubsub.aclose()
