@@ -71,11 +71,13 @@ async def enqueue(
     here will wait for the job's end.
 
     The hand-off does not wait for `submit.lua`: the poll's answer goes out first and the
-    script right after it, in the same turn of the event loop, which takes a Redis round
-    trip off every interactive job's path. The job still exists before any report about
-    it reaches Redis: the worker learns of the lease only from that answer, and this
-    process sends the script before it reads another request (when its Redis pool is
-    exhausted, the script waits for a connection ahead of any later request). Only a
+    script right after it, which takes a Redis round trip off every interactive job's
+    path. The job still exists before any report about it reaches Redis: the worker learns
+    of the lease only from that answer, and this process sends the script before it runs
+    any other request's handler (redis-py yields once, for its connection check, before it
+    sends; a handler for a request read meanwhile starts only on the loop's next turn; and
+    when the Redis pool is exhausted, the script waits for a connection ahead of any later
+    request). Only a
     report sent to another broker replica could overtake the script, and only if this
     process stalled between the two writes for longer than the worker's whole round trip:
     that report would find no job (404, so the worker drops the lease), and the lease, once
