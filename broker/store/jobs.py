@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from garage.client.schemas import Job, JobCreate, JobError, JobStatus, Lease
@@ -37,12 +37,38 @@ class LeaseTarget:
 
 @dataclass(frozen=True)
 class Submission:
-    """A job ready to be written by `submit.lua`: the script's arguments, the job as it
-    will be, and the lease it will be created under (if any)."""
+    """A job ready to be written by `submit.lua`: the script's arguments, what the job is
+    made of, and the lease it will be created under (if any)."""
 
     args: list[Any]
-    job: Job
+    owner: str
+    spec: JobCreate
+    job_id: str
+    now_ms: int
+    request: dict[str, Any]  # the spec's request with its model filled in
     lease: Lease | None = None
+    worker_id: str | None = None  # the lease's worker
+
+    def job(self) -> Job:
+        """The job as `submit.lua` creates it."""
+        spec, leased = self.spec, self.lease is not None
+        return Job(
+            id=self.job_id,
+            owner=self.owner,
+            model=spec.model,
+            kind=spec.kind,
+            lane=spec.lane,
+            request=self.request,
+            status=JobStatus.running if leased else JobStatus.queued,
+            attempt=1 if leased else 0,
+            max_attempts=spec.max_attempts,
+            created_at=from_ms(self.now_ms),
+            started_at=from_ms(self.now_ms) if leased else None,
+            start_deadline_at=from_ms(_deadline(self.now_ms, spec.start_timeout_s)),
+            deadline_at=from_ms(_deadline(self.now_ms, spec.timeout_s)),
+            worker=self.worker_id,
+            metadata=spec.metadata,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,13 +161,16 @@ class JobStore:
         watcher: str = "",
     ) -> Submission:
         """Everything `write` sends, and with `lease_to` the lease it creates, without I/O:
-        so a broker can hand that lease to a parked poll while the script is under way."""
+        so a broker can hand that lease to a parked poll while the script is under way (the
+        job itself is built only once the script has answered)."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
-        args, job = self._submit_args(owner, spec, job_id, now_ms, idem=idem, watcher=watcher)
+        request = {**spec.request, "model": spec.model}
+        args = self._submit_args(owner, spec, job_id, now_ms, request, idem=idem, watcher=watcher)
+        submission = Submission(args, owner, spec, job_id, now_ms, request)
         if lease_to is None:
-            return Submission(args=args, job=job)
+            return submission
         token = new_token()
         args[15:19] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
         lease = Lease(
@@ -151,19 +180,11 @@ class JobStore:
             model=spec.model,
             kind=spec.kind,
             lane=spec.lane,
-            request=job.request,
+            request=request,
             lease_s=lease_to.lease_ms / 1000,
-            deadline_at=job.deadline_at,
+            deadline_at=from_ms(_deadline(now_ms, spec.timeout_s)),
         )
-        job = job.model_copy(
-            update={
-                "status": JobStatus.running,
-                "attempt": 1,
-                "worker": lease_to.worker_id,
-                "started_at": job.created_at,
-            }
-        )
-        return Submission(args=args, job=job, lease=lease)
+        return replace(submission, lease=lease, worker_id=lease_to.worker_id)
 
     async def write(self, submission: Submission) -> Submitted:
         """Runs `submit.lua` for a prepared submission."""
@@ -171,7 +192,7 @@ class JobStore:
         if not int(created):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             return Submitted(job=job_from_hash(fields), created=False)
-        job = submission.job
+        job = submission.job()
         logger.info(
             "job.submitted",
             extra={"job_id": found_id, "model": job.model, "lane": job.lane.value},
@@ -189,7 +210,10 @@ class JobStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for spec in specs[start : start + chunk]:
                     job_id = new_job_id(now_ms)
-                    args, _ = self._submit_args(owner, spec, job_id, now_ms, batch_id=batch_id)
+                    request = {**spec.request, "model": spec.model}
+                    args = self._submit_args(
+                        owner, spec, job_id, now_ms, request, batch_id=batch_id
+                    )
                     await self._scripts.submit(args=args, client=pipe)
                     ids.append(job_id)
                 await pipe.execute()
@@ -201,16 +225,13 @@ class JobStore:
         spec: JobCreate,
         job_id: str,
         now_ms: int,
+        request: dict[str, Any],
         *,
         idem: str = "",
         batch_id: str | None = None,
         watcher: str = "",
-    ) -> tuple[list[Any], Job]:
-        start_deadline = _deadline(now_ms, spec.start_timeout_s)
-        deadline = _deadline(now_ms, spec.timeout_s)
-        request = dict(spec.request)
-        request["model"] = spec.model
-        args: list[Any] = [
+    ) -> list[Any]:
+        return [
             job_id,
             owner,
             spec.model,
@@ -219,8 +240,8 @@ class JobStore:
             json.dumps(request, separators=(",", ":")),
             spec.max_attempts,
             now_ms,
-            start_deadline,
-            deadline,
+            _deadline(now_ms, spec.start_timeout_s),
+            _deadline(now_ms, spec.timeout_s),
             json.dumps(spec.metadata),
             batch_id or "",
             idem,
@@ -232,23 +253,6 @@ class JobStore:
             "",
             watcher,
         ]
-        job = Job(
-            id=job_id,
-            owner=owner,
-            model=spec.model,
-            kind=spec.kind,
-            lane=spec.lane,
-            request=request,
-            status=JobStatus.queued,
-            attempt=0,
-            max_attempts=spec.max_attempts,
-            created_at=from_ms(now_ms),
-            start_deadline_at=from_ms(start_deadline),
-            deadline_at=from_ms(deadline),
-            metadata=spec.metadata,
-            batch_id=batch_id,
-        )
-        return args, job
 
     async def get(self, job_id: str) -> Job | None:
         fields = await self._redis.hgetall(keys.job(job_id))
