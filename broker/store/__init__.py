@@ -18,6 +18,7 @@ from ..clock import Clock
 from .apikeys import ApiKeyStore
 from .batches import BatchStore
 from .channels import OnMessage, OnSubscribed, Subscriber
+from .connections import connection_class
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -103,8 +104,15 @@ async def open_store(
         if redis_url is not None:
             import redis.asyncio as aioredis
 
+            options: dict[str, Any] = {}
+            if (connection := connection_class(redis_url)) is not None:
+                options["connection_class"] = connection
             pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=max_connections, timeout=30, decode_responses=True
+                redis_url,
+                max_connections=max_connections,
+                timeout=30,
+                decode_responses=True,
+                **options,
             )
             redis = aioredis.Redis(connection_pool=pool)
         else:

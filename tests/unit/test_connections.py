@@ -1,0 +1,31 @@
+"""Commands packed by hiredis are the bytes redis-py would have sent."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from garage.broker.store.connections import connection_class
+
+COMMANDS = [
+    ("EVALSHA", "5952cb68cfad44e29c1acea883ea8b8a84a42b46", 0, "job_01K", "k_1", 3, 1.5, ""),
+    ("HSET", "garage:job:x", "text", "naïve ☃ " * 2000, b"\x00\xffraw", -7),
+    ("CONFIG GET", "maxmemory"),
+    (b"CLIENT SETINFO", b"LIB-NAME", "garage"),
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_packed_bytes_are_redis_pys(command: tuple) -> None:
+    ours = connection_class("redis://127.0.0.1:6380/0")
+    assert ours is not None and issubclass(ours, Connection)
+    assert b"".join(ours().pack_command(*command)) == b"".join(Connection().pack_command(*command))
+
+
+def test_each_scheme_keeps_its_transport_and_bad_input_is_redis_pys_error() -> None:
+    unix = connection_class("unix:///tmp/redis.sock?db=0")
+    assert unix is not None and issubclass(unix, UnixDomainSocketConnection)
+    assert connection_class("memcache://x") is None
+    with pytest.raises(DataError):
+        connection_class("redis://x")().pack_command("SET", "k", None)
