@@ -8,7 +8,7 @@ import json
 import httpx
 from httpx_sse import aconnect_sse
 
-from .conftest import ADMIN_KEY
+from .conftest import ADMIN_KEY, make_key
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CHAT = {
@@ -18,19 +18,19 @@ CHAT = {
 }
 
 
+def two_brokers(start_broker, redis_url: str) -> tuple:
+    """Brokers A and B on one Redis, and a worker key's headers."""
+    a = start_broker("--redis-url", redis_url, name="a")
+    b = start_broker("--redis-url", redis_url, name="b")
+    key = make_key(a.url, "worker", "rig")
+    return a, b, {"Authorization": f"Bearer {key}"}
+
+
 async def test_submit_on_one_lease_through_the_other_stream_across(
     start_broker, redis_url: str, redis
 ) -> None:
-    a = start_broker("--redis-url", redis_url, name="a")
-    b = start_broker("--redis-url", redis_url, name="b")
+    a, b, worker = two_brokers(start_broker, redis_url)
     async with httpx.AsyncClient(timeout=30) as http:
-        key = (
-            await http.post(
-                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
-            )
-        ).json()["key"]
-        worker = {"Authorization": f"Bearer {key}"}
-
         # A worker parks on broker B before the job exists; the wake crosses processes.
         poll = asyncio.create_task(
             http.post(
@@ -76,26 +76,20 @@ async def test_submit_on_one_lease_through_the_other_stream_across(
 async def test_a_poll_that_parks_on_known_empty_queues_gets_the_other_brokers_job(
     start_broker, redis_url: str, redis
 ) -> None:
-    a = start_broker("--redis-url", redis_url, name="a")
-    b = start_broker("--redis-url", redis_url, name="b")
+    a, b, worker = two_brokers(start_broker, redis_url)
     async with httpx.AsyncClient(timeout=30) as http:
-        key = (
-            await http.post(
-                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
-            )
-        ).json()["key"]
-        worker = {"Authorization": f"Bearer {key}"}
         poll = {"worker_id": "w1", "models": ["m"], "slots_free": 1}
         # B's claim finds nothing, so B knows: the next poll parks without asking Redis.
-        empty = await http.post(f"{b.url}/v1/worker/poll", json={**poll, "wait_s": 0},
-                                headers=worker)  # fmt: skip
+        empty = await http.post(
+            f"{b.url}/v1/worker/poll", json={**poll, "wait_s": 0}, headers=worker
+        )
         assert empty.json()["leases"] == []
         parked = asyncio.create_task(
             http.post(f"{b.url}/v1/worker/poll", json={**poll, "wait_s": 20}, headers=worker)
         )
         await asyncio.sleep(0.3)
-        job = (await http.post(f"{a.url}/v1/jobs", json={**CHAT, "lane": "batch"},
-                               headers=ADMIN)).json()  # fmt: skip
+        batch_job = {**CHAT, "lane": "batch"}
+        job = (await http.post(f"{a.url}/v1/jobs", json=batch_job, headers=ADMIN)).json()
         [lease] = (await asyncio.wait_for(parked, 10)).json()["leases"]
         assert lease["job_id"] == job["id"]
 
@@ -103,15 +97,8 @@ async def test_a_poll_that_parks_on_known_empty_queues_gets_the_other_brokers_jo
 async def test_a_wait_on_one_broker_ends_with_a_result_posted_to_the_other(
     start_broker, redis_url: str, redis
 ) -> None:
-    a = start_broker("--redis-url", redis_url, name="a")
-    b = start_broker("--redis-url", redis_url, name="b")
+    a, b, worker = two_brokers(start_broker, redis_url)
     async with httpx.AsyncClient(timeout=30) as http:
-        key = (
-            await http.post(
-                f"{a.url}/v1/admin/keys", json={"role": "worker", "name": "rig"}, headers=ADMIN
-            )
-        ).json()["key"]
-        worker = {"Authorization": f"Bearer {key}"}
         job = (await http.post(f"{a.url}/v1/jobs", json=CHAT, headers=ADMIN)).json()
         waiting = asyncio.create_task(
             http.get(f"{a.url}/v1/jobs/{job['id']}?wait_s=30", headers=ADMIN)

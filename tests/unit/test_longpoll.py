@@ -7,8 +7,16 @@ from garage.client.schemas import Kind, Lane, Lease
 
 
 def lease(job_id: str) -> Lease:
-    return Lease(job_id=job_id, lease_token="t", attempt=1, model="m", kind=Kind.chat,
-                 lane=Lane.interactive, request={}, lease_s=30)  # fmt: skip
+    return Lease(
+        job_id=job_id,
+        lease_token="t",
+        attempt=1,
+        model="m",
+        kind=Kind.chat,
+        lane=Lane.interactive,
+        request={},
+        lease_s=30,
+    )
 
 
 def test_only_a_poll_whose_claim_found_nothing_is_handed_jobs() -> None:
