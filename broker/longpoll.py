@@ -10,12 +10,15 @@ A broker that queues an interactive job while a poll for its model is parked in 
 process can `hand` that poll the job directly: the job is created already leased to it
 (`submit.lua`), which saves the wake and the claim on the latency path. Only a poll that
 is `waiting` (its claim found nothing) is handed jobs; one still claiming is woken
-instead, so it never holds a handed job beside the ones it claimed.
+instead, so it never holds a handed job beside the ones it claimed. The worker may report
+on a handed job before its write has run (`writing`); such a report waits (`written`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 from garage.client.schemas import Lease
 
@@ -45,6 +48,7 @@ class PollWaiters:
     def __init__(self) -> None:
         # model -> parked polls serving it, oldest first (dicts keep insertion order)
         self._by_model: dict[str, dict[ParkedPoll, None]] = {}
+        self._writing: dict[str, asyncio.Event] = {}  # handed-off job id -> written
 
     def __len__(self) -> int:
         return len({p for polls in self._by_model.values() for p in polls})
@@ -85,6 +89,24 @@ class PollWaiters:
         assert poll.free, "hand() needs a poll from waiting_for(), with no await between"
         poll.handed.append(lease)
         poll.event.set()
+
+    @contextlib.contextmanager
+    def writing(self, job_id: str) -> Iterator[None]:
+        """Marks a handed-off job whose `submit.lua` is under way, for the block."""
+        written = asyncio.Event()
+        self._writing[job_id] = written
+        try:
+            yield
+        finally:
+            del self._writing[job_id]
+            written.set()
+
+    async def written(self, job_id: str) -> None:
+        """Returns once a job this process handed off has been written: at once for any
+        other job, and for one whose write failed."""
+        written = self._writing.get(job_id)
+        if written is not None:
+            await written.wait()
 
     def _first_free(self, model: str) -> ParkedPoll | None:
         return next((poll for poll in self._by_model.get(model, ()) if poll.free), None)

@@ -72,18 +72,17 @@ async def enqueue(
 
     The hand-off does not wait for `submit.lua`: the poll's answer goes out first and the
     script right after it, which takes a Redis round trip off every interactive job's
-    path. The job still exists before any report about it reaches Redis: the worker learns
-    of the lease only from that answer, and this process sends the script before it runs
-    any other request's handler (redis-py yields once, for its connection check, before it
-    sends; a handler for a request read meanwhile starts only on the loop's next turn; and
-    when the Redis pool is exhausted, the script waits for a connection ahead of any later
-    request). Only a
-    report sent to another broker replica could overtake the script, and only if this
-    process stalled between the two writes for longer than the worker's whole round trip:
-    that report would find no job (404, so the worker drops the lease), and the lease, once
-    written, would run out and requeue the job. Should the script fail, the submitter gets
-    the error and the worker's first report finds no job. A submit with an idempotency key
-    may return an earlier job instead, so it is never handed off early.
+    path. The worker may still report before the script has run (it takes three round
+    trips when Redis has lost its script cache, and may wait for a pooled connection): a
+    report that reaches this process waits until the write is done (`PollWaiters.written`).
+    One sent to another broker replica cannot wait; the script is sent before this
+    process runs any other request's handler, and every pooled connection has loaded the
+    scripts when it opened (`store/connections.py`), so it would have to overtake a
+    single round trip. If it did, it would find no job (404, so the worker drops the
+    lease), and the lease, once written, would run out and requeue the job. Should the
+    script fail, the submitter gets the error and the worker's first report finds no job.
+    A submit with an idempotency key may return an earlier job instead, so it is never
+    handed off early.
     """
     polls = broker.notifier.polls
     handoff = spec.lane is Lane.interactive and idempotency_key is None
@@ -101,9 +100,10 @@ async def enqueue(
         owner, spec, job_id=job_id, lease_to=target, watcher=watcher
     )
     assert submission.lease is not None
-    polls.hand(poll, submission.lease)
-    await asyncio.sleep(0)  # the poll's answer goes out first; the script right after it
-    submitted = await broker.store.jobs.write(submission)
+    with polls.writing(job_id):  # a report from the worker on this job waits for the write
+        polls.hand(poll, submission.lease)
+        await asyncio.sleep(0)  # the poll's answer goes out first; the script right after it
+        submitted = await broker.store.jobs.write(submission)
     broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
     return submitted
 

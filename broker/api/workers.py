@@ -184,6 +184,7 @@ def _reply(outcome: ReportOutcome, job_id: str, broker: Broker) -> Response:
 async def report(call: PlainCall[LeaseReport]) -> Response:
     """Streamed text and/or a heartbeat; renews the lease."""
     job_id, body = _job_id(call), call.body
+    await call.broker.notifier.polls.written(job_id)
     outcome = await call.broker.store.leases.report(
         job_id, token=body.lease_token, lease_owner=call.caller.id, text=body.text
     )
@@ -195,6 +196,7 @@ async def complete(call: PlainCall[CompleteReport]) -> Response:
     job_id, body, broker = _job_id(call), call.body, call.broker
     # A request in this process waiting for the end gets the finished job from the same
     # script, instead of reading it back.
+    await broker.notifier.polls.written(job_id)
     waited_for = broker.notifier.awaits_end(job_id)
     outcome, job = await broker.store.leases.complete_reading_job(
         job_id,
@@ -220,6 +222,7 @@ async def complete(call: PlainCall[CompleteReport]) -> Response:
 async def fail(call: PlainCall[FailReport]) -> Response:
     """A failure under the job's lease: retried while attempts are left and it may be."""
     job_id, body, broker = _job_id(call), call.body, call.broker
+    await broker.notifier.polls.written(job_id)
     outcome = await broker.store.leases.fail(
         job_id,
         token=body.lease_token,

@@ -1,9 +1,14 @@
-"""Redis connections whose commands are packed by hiredis, in C.
+"""The connections of the broker's Redis pool: redis-py's, with two changes.
 
-redis-py's asyncio connections pack every command in Python: 36 µs for `submit.lua`'s 22
-arguments against 5.5 µs through `hiredis.pack_command`, which redis-py's blocking client
-already uses when hiredis is installed. A job's round trip packs several commands. The
-bytes on the wire are the same; where hiredis is missing, redis-py's own classes serve.
+- **Scripts loaded on connect.** Each new connection sends `SCRIPT LOAD` for every garage
+  script (pipelined, one round trip) before its first command. redis-py calls a script
+  with EVALSHA and, on NOSCRIPT (a fresh or restarted Redis, a promoted replica), loads it
+  and calls again: three round trips, which would let a worker's report on a handed-off
+  job overtake the job's own `submit.lua` (see `enqueue` in `broker/api/jobs.py`).
+- **Commands packed by hiredis, in C.** redis-py's asyncio connections pack in Python:
+  36 µs for `submit.lua`'s 22 arguments against 5.5 µs through `hiredis.pack_command`,
+  which redis-py's blocking client already uses. The bytes on the wire are the same;
+  without hiredis, redis-py packs as before.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
 )
 
+from .scripts import NAMES, source
+
 __all__ = ["connection_class"]
 
 try:
@@ -26,8 +33,17 @@ except ImportError:  # redis[hiredis] is the broker extra's; plain redis-py stil
     hiredis = None
 
 
-class _HiredisPacking(AbstractConnection):
+class _GarageConnection(AbstractConnection):
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health=check_health)
+        loads = [("SCRIPT", "LOAD", source(name)) for name in NAMES]
+        await self.send_packed_command(self.pack_commands(loads), check_health=False)
+        for _ in loads:
+            await self.read_response()
+
     def pack_command(self, *args: Any) -> list[bytes]:
+        if hiredis is None:
+            return super().pack_command(*args)
         # As redis-py does: a command name like "CONFIG GET" is sent as two arguments.
         if isinstance(args[0], str):
             args = (*args[0].encode().split(), *args[1:])
@@ -39,15 +55,15 @@ class _HiredisPacking(AbstractConnection):
             return super().pack_command(*args)
 
 
-class _TcpConnection(_HiredisPacking, Connection):
+class _TcpConnection(_GarageConnection, Connection):
     pass
 
 
-class _TlsConnection(_HiredisPacking, SSLConnection):
+class _TlsConnection(_GarageConnection, SSLConnection):
     pass
 
 
-class _UnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+class _UnixConnection(_GarageConnection, UnixDomainSocketConnection):
     pass
 
 
@@ -59,7 +75,5 @@ _BY_SCHEME: dict[str, type[AbstractConnection]] = {
 
 
 def connection_class(url: str) -> type[AbstractConnection] | None:
-    """The connection class for a Redis URL, or None for redis-py's default."""
-    if hiredis is None:
-        return None
+    """The connection class for a Redis URL, or None for a scheme redis-py alone knows."""
     return _BY_SCHEME.get(urlsplit(url).scheme)

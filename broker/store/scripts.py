@@ -13,7 +13,10 @@ from typing import Any
 
 from . import keys
 
-__all__ = ["Scripts"]
+__all__ = ["NAMES", "Scripts", "source"]
+
+NAMES = ("submit", "claim", "report", "complete", "fail", "cancel", "watch", "reap",
+         "claim_batch")  # fmt: skip
 
 _PLACEHOLDERS = {
     "__JOB_PREFIX__": keys.JOB_PREFIX,

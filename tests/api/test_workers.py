@@ -118,6 +118,48 @@ async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
     assert await redis.exists(f"garage:job:{lease['job_id']}") == 0
 
 
+async def test_a_report_never_overtakes_the_handed_off_jobs_write(
+    http: httpx.AsyncClient, user, worker, broker, redis
+) -> None:
+    """The worker may answer before submit.lua has run: when Redis has forgotten that
+    script (as after a restart) the write takes three round trips, or the Redis pool makes
+    it wait. Here the write is held back 0.3 s and the worker completes the moment it has
+    the lease: its report waits for the write instead of finding no job."""
+    runtime = broker.app.state.broker
+    polling = asyncio.create_task(
+        http.post("/v1/worker/poll", json=poll_body(wait_s=10), headers=worker)
+    )
+
+    async def parked() -> bool:
+        return runtime.notifier.polls.waiting_for("m") is not None
+
+    await eventually(parked, what="the poll to park")
+    jobs = runtime.store.jobs
+    original = jobs.write
+
+    async def slow_write(submission):
+        await asyncio.sleep(0.3)
+        return await original(submission)
+
+    async def work() -> httpx.Response:
+        [lease] = (await polling).json()["leases"]
+        return await http.post(
+            f"/v1/worker/jobs/{lease['job_id']}/complete",
+            json={"lease_token": lease["lease_token"], "result": {"ok": True}},
+            headers=worker,
+        )
+
+    jobs.write = slow_write
+    try:
+        worker_done = asyncio.create_task(work())
+        submitted = await http.post("/v1/jobs", json=CHAT, headers={**user, "Prefer": "wait=5"})
+        completed = await worker_done
+    finally:
+        jobs.write = original
+    assert completed.status_code == 200, completed.text
+    assert submitted.json()["status"] == "succeeded"
+
+
 async def test_poll_hands_out_several_jobs_interactive_first(
     http: httpx.AsyncClient, user, worker
 ) -> None:

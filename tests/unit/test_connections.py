@@ -1,4 +1,5 @@
-"""Commands packed by hiredis are the bytes redis-py would have sent."""
+"""The broker's Redis connections: hiredis packs the bytes redis-py would have sent, and a
+new connection loads every script."""
 
 from __future__ import annotations
 
@@ -29,3 +30,21 @@ def test_each_scheme_keeps_its_transport_and_bad_input_is_redis_pys_error() -> N
     assert connection_class("memcache://x") is None
     with pytest.raises(DataError):
         connection_class("redis://x")().pack_command("SET", "k", None)
+
+
+async def test_a_new_connection_loads_every_script(redis_url: str) -> None:
+    import hashlib
+
+    import redis.asyncio as aioredis
+
+    from garage.broker.store.scripts import NAMES, source
+
+    plain = aioredis.Redis.from_url(redis_url)
+    await plain.script_flush()
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=connection_class(redis_url))
+    ours = aioredis.Redis(connection_pool=pool)
+    assert await ours.ping()
+    shas = [hashlib.sha1(source(name).encode()).hexdigest() for name in NAMES]
+    assert await plain.script_exists(*shas) == [True] * len(NAMES)
+    await ours.aclose()
+    await plain.aclose()
