@@ -107,6 +107,21 @@ async def test_run_submits_and_waits_in_one_call(network: Network) -> None:
         assert blocking.run("m", "blocking", timeout_s=10).status.value == "succeeded"
 
 
+@pytest.mark.parametrize("engine", ["aiohttp", "httpx"])
+async def test_either_http_engine_sends_the_same_calls(
+    network: Network, monkeypatch, engine: str
+) -> None:
+    monkeypatch.setenv("GARAGE_HTTP_ENGINE", engine)
+    async with AsyncClient(network.url, network.user_key) as client:
+        job = await client.run("m", "either way", timeout_s=10)
+        assert job.result["choices"][0]["message"]["content"] == "echo: either way"
+        listed = await client.list(limit=5, status="succeeded")
+        assert [j.id for j in listed.data] == [job.id]
+        with pytest.raises(NotFound):
+            await client.get("job_nope")
+        assert (client._http._session is not None) is (engine == "aiohttp")
+
+
 async def test_wait_timeout_then_cancel_reaches_the_backend(network: Network) -> None:
     network.backend.configure(hang=True)
     async with AsyncClient(network.url, network.user_key) as client:
