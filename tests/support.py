@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from garage.client.schemas import Kind, Lane, Lease
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -194,3 +196,16 @@ class TcpProxy:
                 dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+# A lease as the broker hands it out, for tests that need one without a broker.
+LEASE = Lease(
+    job_id="job_1",
+    lease_token="t",
+    attempt=1,
+    model="m",
+    kind=Kind.chat,
+    lane=Lane.interactive,
+    request={},
+    lease_s=30,
+)

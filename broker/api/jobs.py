@@ -140,24 +140,24 @@ async def _wait_for_end(
     if wait_s <= 0 or job.status in TERMINAL_STATUSES:
         return job
     deadline = time.monotonic() + wait_s
-    jobs, first = broker.store.jobs, True
+    jobs = broker.store.jobs
+    if not fresh:
+        status = await jobs.watch(job.id, broker.notifier.process_id)
+        if status is None or status in TERMINAL_STATUSES:
+            return await jobs.get(job.id) or job
     while not ended.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        if not fresh:
-            if first:
-                status = await jobs.watch(job.id, broker.notifier.process_id)
-            else:
-                status = await jobs.status(job.id)
-            if status is None or status in TERMINAL_STATUSES:
-                break
-        fresh = first = False
         # asyncio.timeout, not wait_for: this task itself waits on the event, so it runs
         # on the loop's next turn after the end is signalled (see workers.complete).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(remaining, _RECHECK_S)):
                 await ended.wait()
+        if not ended.is_set() and time.monotonic() < deadline:  # a message may be lost
+            status = await jobs.status(job.id)
+            if status is None or status in TERMINAL_STATUSES:
+                break
     return ended.job or await jobs.get(job.id) or job
 
 

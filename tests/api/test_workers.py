@@ -82,21 +82,28 @@ async def test_an_enqueue_wakes_one_parked_poll(
         leases.claim = original
 
 
-async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
-    http: httpx.AsyncClient, user, worker, broker, redis
-) -> None:
-    """The parked poll gets its lease before submit.lua returns; when the script fails,
-    the submitter gets the error and the worker's report finds no job."""
-    runtime = broker.app.state.broker
+async def park_a_poll(http: httpx.AsyncClient, worker, broker) -> asyncio.Task:
+    """A poll for model m, returned once it is parked with nothing claimed (so an
+    interactive submit is handed to it directly)."""
+    polls = broker.app.state.broker.notifier.polls
     polling = asyncio.create_task(
         http.post("/v1/worker/poll", json=poll_body(wait_s=10), headers=worker)
     )
 
     async def parked() -> bool:
-        return runtime.notifier.polls.waiting_for("m") is not None
+        return polls.waiting_for("m") is not None
 
     await eventually(parked, what="the poll to park")
-    jobs = runtime.store.jobs
+    return polling
+
+
+async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
+    http: httpx.AsyncClient, user, worker, broker, redis
+) -> None:
+    """The parked poll gets its lease before submit.lua returns; when the script fails,
+    the submitter gets the error and the worker's report finds no job."""
+    polling = await park_a_poll(http, worker, broker)
+    jobs = broker.app.state.broker.store.jobs
     original = jobs.write
 
     async def failing_write(submission):
@@ -125,16 +132,8 @@ async def test_a_report_never_overtakes_the_handed_off_jobs_write(
     script (as after a restart) the write takes three round trips, or the Redis pool makes
     it wait. Here the write is held back 0.3 s and the worker completes the moment it has
     the lease: its report waits for the write instead of finding no job."""
-    runtime = broker.app.state.broker
-    polling = asyncio.create_task(
-        http.post("/v1/worker/poll", json=poll_body(wait_s=10), headers=worker)
-    )
-
-    async def parked() -> bool:
-        return runtime.notifier.polls.waiting_for("m") is not None
-
-    await eventually(parked, what="the poll to park")
-    jobs = runtime.store.jobs
+    polling = await park_a_poll(http, worker, broker)
+    jobs = broker.app.state.broker.store.jobs
     original = jobs.write
 
     async def slow_write(submission):

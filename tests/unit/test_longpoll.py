@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 from garage.broker.longpoll import ClaimHints, PollWaiters
-from garage.client.schemas import Kind, Lane, Lease
 
-
-def lease(job_id: str) -> Lease:
-    return Lease(
-        job_id=job_id,
-        lease_token="t",
-        attempt=1,
-        model="m",
-        kind=Kind.chat,
-        lane=Lane.interactive,
-        request={},
-        lease_s=30,
-    )
+from ..support import LEASE
 
 
 def test_only_a_poll_whose_claim_found_nothing_is_handed_jobs() -> None:
@@ -26,7 +14,7 @@ def test_only_a_poll_whose_claim_found_nothing_is_handed_jobs() -> None:
     waiting = polls.park(["m"], worker_id="b")
     waiting.waiting = True
     assert polls.waiting_for("m") is waiting
-    polls.hand(waiting, lease("job_1"))
+    polls.hand(waiting, LEASE)
     assert waiting.handed[0].job_id == "job_1" and waiting.event.is_set()
     assert polls.waiting_for("m") is None  # handed one already
     assert polls.wake("m") and claiming.event.is_set()  # a wake still reaches the claimer

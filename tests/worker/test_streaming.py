@@ -10,21 +10,10 @@ import contextlib
 import pytest
 
 from garage.client import LeaseLost
-from garage.client.schemas import Kind, Lane, Lease, LeaseReport, ReportReply
+from garage.client.schemas import LeaseReport, ReportReply
 from garage.worker.streaming import LeaseReporter
 
-from ..support import eventually
-
-LEASE = Lease(
-    job_id="job_1",
-    lease_token="t",
-    attempt=1,
-    model="m",
-    kind=Kind.chat,
-    lane=Lane.interactive,
-    request={},
-    lease_s=30,
-)
+from ..support import LEASE, eventually
 
 
 class GatedBroker:
