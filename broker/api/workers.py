@@ -38,6 +38,7 @@ from garage.client.schemas import (
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller
 from ..errors import BadRequest, LeaseLost, NotFound
+from ..longpoll import ParkedPoll
 from ..plain_routes import PlainCall, PlainRoute
 from ..responses import model_response
 from ..store.leases import ReportOutcome
@@ -92,20 +93,36 @@ async def _claim_or_park(call: PlainCall[PollRequest], wait_s: float) -> list[Le
                     return leases
                 wait_for = min(remaining, _FALLBACK_RECHECK_S) if fallback else remaining
                 parked.waiting = True
-                woken = asyncio.ensure_future(parked.event.wait())
-                done, _ = await asyncio.wait(
-                    {woken, disconnected}, timeout=wait_for, return_when=asyncio.FIRST_COMPLETED
-                )
-                woken.cancel()
+                await _sleep_until_woken(parked, disconnected, wait_for)
                 if parked.handed:  # a submit in this process leased it a job directly
                     return parked.handed
-                if disconnected in done:
+                if disconnected.done():
                     return []
-                used_wake = woken in done
+                used_wake = parked.woken_for is not None
             finally:
                 polls.leave(parked, used_wake=used_wake)
     finally:
         disconnected.cancel()
+
+
+async def _sleep_until_woken(
+    parked: ParkedPoll, disconnected: asyncio.Future[None], timeout_s: float
+) -> None:
+    """Until the poll is woken or handed a job, its client goes away, or `timeout_s`.
+
+    The request's own task waits on the poll's event, so a hand-off resumes it on the
+    loop's next turn, ahead of the submit that handed it (see `enqueue`)."""
+
+    def stop(_: asyncio.Future[None]) -> None:
+        parked.event.set()
+
+    disconnected.add_done_callback(stop)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await parked.event.wait()
+    finally:
+        disconnected.remove_done_callback(stop)
 
 
 async def _claim(call: PlainCall[PollRequest], min_wait_ms: int) -> list[Lease]:
