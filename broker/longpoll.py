@@ -11,7 +11,7 @@ process can `hand` that poll the job directly: the job is created already leased
 (`submit.lua`), which saves the wake and the claim on the latency path. Only a poll that
 is `waiting` (its claim found nothing) is handed jobs; one still claiming is woken
 instead, so it never holds a handed job beside the ones it claimed. The worker may report
-on a handed job before its write has run (`writing`); such a report waits (`written`).
+on a handed job before its write was sent (`writing`); such a report waits (`written`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ class PollWaiters:
 
     @contextlib.contextmanager
     def writing(self, job_id: str) -> Iterator[None]:
-        """Marks a handed-off job whose `submit.lua` is under way, for the block."""
+        """Marks a handed-off job whose `submit.lua` is not sent yet, for the block (see
+        `JobStore.send` for what counts as sent)."""
         written = asyncio.Event()
         self._writing[job_id] = written
         try:
@@ -102,7 +103,7 @@ class PollWaiters:
             written.set()
 
     async def written(self, job_id: str) -> None:
-        """Returns once a job this process handed off has been written: at once for any
+        """Returns once a job this process handed off has been sent: at once for any
         other job, and for one whose write failed."""
         written = self._writing.get(job_id)
         if written is not None:

@@ -66,6 +66,7 @@ class Notifier:
         self._streams: dict[str, set[asyncio.Event]] = {}
         self._ends: dict[str, set[JobEnd]] = {}
         self._woken_here: set[str] = set()
+        self._queueing: dict[str, bool] = {}  # job id -> its wake's echo already came
         self._subscriber = store.subscriber(self._on_message, self._on_subscribed)
 
     async def run(self) -> None:
@@ -89,14 +90,29 @@ class Notifier:
                 self._woken_here.discard(job_id)
             else:
                 self.polls.wake(model)
+                if job_id in self._queueing:  # the echo beat the script's own reply
+                    self._queueing[job_id] = True
         elif channel == keys.ENDED_CHANNEL:
             self.job_ended(data)
         elif channel.startswith(keys.EVENTS_CHANNEL_PREFIX):
             for event in self._streams.get(channel[len(keys.EVENTS_CHANNEL_PREFIX) :], ()):
                 event.set()
 
+    @contextlib.contextmanager
+    def queueing(self, job_id: str) -> Iterator[None]:
+        """Marks a job this process is queueing, for the block: call `job_queued` in it.
+        Its wake may come back from Redis before the script's reply does; it then wakes
+        the poll, and `job_queued` wakes no other."""
+        self._queueing[job_id] = False
+        try:
+            yield
+        finally:
+            del self._queueing[job_id]
+
     def job_queued(self, model: str, job_id: str) -> None:
         """A job this process just queued: wake a local poll now, skip the echo later."""
+        if self._queueing.get(job_id):
+            return
         self.hints.woken(model)
         if self.polls.wake(model):
             if len(self._woken_here) >= _LOCAL_WAKES_MAX:  # echoes lost to a reconnect

@@ -73,8 +73,14 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def store(redis: aioredis.Redis, clock: ManualClock) -> Store:
-    return Store.on(redis, clock, lease_ms=30_000, retention_ms=3_600_000, worker_alive_ms=60_000)
+async def store(redis_url: str, redis: aioredis.Redis, clock: ManualClock) -> AsyncIterator[Store]:
+    """The store as the broker opens it (scripts over the command channel), on a Redis the
+    `redis` fixture has just flushed."""
+    store = Store.connect(
+        redis_url, clock, lease_ms=30_000, retention_ms=3_600_000, worker_alive_ms=60_000
+    )
+    yield store
+    await store.aclose()
 
 
 ADMIN_KEY = "test-admin-key"
@@ -99,8 +105,8 @@ def live_broker(redis_url: str) -> Iterator[LiveBroker]:
         finalize_interval_s=0.1,
         key_cache_s=0,
     )
-    store = Store.on(
-        aioredis.Redis.from_url(redis_url, decode_responses=True),
+    store = Store.connect(
+        redis_url,
         clock,
         lease_ms=settings.lease_ms,
         retention_ms=settings.retention_ms,

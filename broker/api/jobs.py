@@ -72,15 +72,16 @@ async def enqueue(
 
     The hand-off does not wait for `submit.lua`: the poll's answer goes out first and the
     script right after it, which takes a Redis round trip off every interactive job's
-    path. The worker may still report before the script has run (it takes three round
-    trips when Redis has lost its script cache, and may wait for a pooled connection): a
-    report that reaches this process waits until the write is done (`PollWaiters.written`).
-    One sent to another broker replica cannot wait; the script is sent before this
-    process runs any other request's handler, and every pooled connection has loaded the
-    scripts when it opened (`store/connections.py`), so it would have to overtake a
-    single round trip. If it did, it would find no job (404, so the worker drops the
-    lease), and the lease, once written, would run out and requeue the job. Should the
-    script fail, the submitter gets the error and the worker's first report finds no job.
+    path. The worker's report on the job may then reach this process before the script
+    has run. Over the command channel (`store/command_channel.py`) that is safe as soon as
+    the script is sent, since Redis runs this process's scripts in the order they were
+    sent; a report that arrives before the send waits for it (`PollWaiters.written`), and
+    without the channel (fakeredis) it waits until the script has run. A report sent to
+    another broker replica cannot wait; the script is sent before this process runs any
+    other request's handler, so the report would have to overtake a single round trip.
+    If it did, it would find no job (404, so the worker drops the lease), and the lease,
+    once written, would run out and requeue the job. Should the script fail, the
+    submitter gets the error and the worker's first report finds no job.
     A submit with an idempotency key may return an earlier job instead, so it is never
     handed off early.
     """
@@ -88,22 +89,24 @@ async def enqueue(
     handoff = spec.lane is Lane.interactive and idempotency_key is None
     poll = polls.waiting_for(spec.model) if handoff else None
     if poll is None:
-        submitted = await broker.store.jobs.submit(
-            owner, spec, idempotency_key=idempotency_key, job_id=job_id, watcher=watcher
-        )
-        if submitted.created:
-            broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
-            broker.notifier.job_queued(spec.model, job_id)
+        with broker.notifier.queueing(job_id):
+            submitted = await broker.store.jobs.submit(
+                owner, spec, idempotency_key=idempotency_key, job_id=job_id, watcher=watcher
+            )
+            if submitted.created:
+                broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
+                broker.notifier.job_queued(spec.model, job_id)
         return submitted
     target = LeaseTarget(poll.worker_id, poll.lease_owner, broker.store.leases.lease_ms)
     submission = broker.store.jobs.prepare(
         owner, spec, job_id=job_id, lease_to=target, watcher=watcher
     )
     assert submission.lease is not None
-    with polls.writing(job_id):  # a report from the worker on this job waits for the write
+    with polls.writing(job_id):  # a report from the worker on this job waits for the send
         polls.hand(poll, submission.lease)
         await asyncio.sleep(0)  # the poll's answer goes out first; the script right after it
-        submitted = await broker.store.jobs.write(submission)
+        outcome = await broker.store.jobs.send(submission)
+    submitted = await outcome
     broker.metrics.submitted.labels(spec.model, spec.lane.value).inc()
     return submitted
 

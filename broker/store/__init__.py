@@ -18,7 +18,8 @@ from ..clock import Clock
 from .apikeys import ApiKeyStore
 from .batches import BatchStore
 from .channels import OnMessage, OnSubscribed, Subscriber
-from .connections import connection_class
+from .command_channel import CommandChannel
+from .connections import GarageConnection, connection_pool
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -43,6 +44,7 @@ class Store:
     files: FileStore
     batches: BatchStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
+    channel: CommandChannel | None = None  # where script calls go, when not through `redis`
 
     @classmethod
     def on(
@@ -54,8 +56,10 @@ class Store:
         retention_ms: int,
         worker_alive_ms: int,
         kind: str = "redis",
+        channel: CommandChannel | None = None,
     ) -> Store:
-        scripts = Scripts(redis)
+        """The store on `redis`; with `channel`, every script call goes over it."""
+        scripts = Scripts(redis, channel)
         jobs = JobStore(redis, scripts, clock, retention_ms=retention_ms)
         files = FileStore(redis, clock, retention_ms=retention_ms)
         return cls(
@@ -68,7 +72,42 @@ class Store:
             files=files,
             batches=BatchStore(redis, scripts, clock, jobs, files, retention_ms=retention_ms),
             kind=kind,
+            channel=channel,
         )
+
+    @classmethod
+    def connect(
+        cls,
+        redis_url: str,
+        clock: Clock,
+        *,
+        lease_ms: int,
+        retention_ms: int,
+        worker_alive_ms: int,
+        max_connections: int = 256,
+    ) -> Store:
+        """The store on the Redis at `redis_url`: a pool of redis-py connections, and the
+        command channel every script call shares. Past `max_connections` a request waits
+        for a free connection instead of failing. Close it with `aclose`."""
+        import redis.asyncio as aioredis
+
+        pool = connection_pool(
+            redis_url, max_connections=max_connections, timeout=30, decode_responses=True
+        )
+        ordered = issubclass(pool.connection_class, GarageConnection)
+        return cls.on(
+            aioredis.Redis(connection_pool=pool),
+            clock,
+            lease_ms=lease_ms,
+            retention_ms=retention_ms,
+            worker_alive_ms=worker_alive_ms,
+            channel=CommandChannel(pool) if ordered else None,
+        )
+
+    async def aclose(self) -> None:
+        if self.channel is not None:
+            await self.channel.aclose()
+        await self.redis.aclose()
 
     def subscriber(
         self, on_message: OnMessage, on_subscribed: OnSubscribed | None = None
@@ -101,35 +140,18 @@ async def open_store(
             redis_url = embedded.start()
             kind = "embedded"
     try:
-        if redis_url is not None:
-            import redis.asyncio as aioredis
-
-            options: dict[str, Any] = {}
-            if (connection := connection_class(redis_url)) is not None:
-                options["connection_class"] = connection
-            pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=max_connections,
-                timeout=30,
-                decode_responses=True,
-                **options,
-            )
-            redis = aioredis.Redis(connection_pool=pool)
-        else:
-            redis = _fakeredis()
-            kind = "fakeredis"
-        store = Store.on(
-            redis,
-            clock,
-            lease_ms=lease_ms,
-            retention_ms=retention_ms,
-            worker_alive_ms=worker_alive_ms,
-            kind=kind,
+        options: dict[str, Any] = dict(
+            lease_ms=lease_ms, retention_ms=retention_ms, worker_alive_ms=worker_alive_ms
         )
+        if redis_url is not None:
+            store = Store.connect(redis_url, clock, max_connections=max_connections, **options)
+            store.kind = kind
+        else:
+            store = Store.on(_fakeredis(), clock, kind="fakeredis", **options)
         try:
             yield store
         finally:
-            await redis.aclose()
+            await store.aclose()
     finally:
         if embedded is not None:
             embedded.stop()

@@ -1,10 +1,12 @@
-"""The connections of the broker's Redis pool: redis-py's, with two changes.
+"""The connections of the broker's Redis pool: redis-py's, with three changes.
 
 - **Scripts loaded on connect.** Each new connection sends `SCRIPT LOAD` for every garage
   script (pipelined, one round trip) before its first command. redis-py calls a script
   with EVALSHA and, on NOSCRIPT (a fresh or restarted Redis, a promoted replica), loads it
   and calls again: three round trips, which would let a worker's report on a handed-off
   job overtake the job's own `submit.lua` (see `enqueue` in `broker/api/jobs.py`).
+- **Writes that do not wait.** `write_now` puts commands on the socket in the order they
+  are called, for the command channel (`command_channel.py`), which reads the replies itself.
 - **Commands packed by hiredis, in C.** redis-py's asyncio connections pack in Python:
   36 µs for `submit.lua`'s 22 arguments against 5.5 µs through `hiredis.pack_command`,
   which redis-py's blocking client already uses. The bytes on the wire are the same;
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio.connection import (
     AbstractConnection,
+    BlockingConnectionPool,
     Connection,
     SSLConnection,
     UnixDomainSocketConnection,
@@ -25,7 +28,7 @@ from redis.asyncio.connection import (
 
 from .scripts import NAMES, source
 
-__all__ = ["connection_class"]
+__all__ = ["GarageConnection", "connection_class", "connection_pool"]
 
 try:
     import hiredis
@@ -33,13 +36,24 @@ except ImportError:  # redis[hiredis] is the broker extra's; plain redis-py stil
     hiredis = None
 
 
-class _GarageConnection(AbstractConnection):
+class GarageConnection(AbstractConnection):
+    """redis-py's connection, loading the scripts on connect and packing with hiredis; the
+    command channel (`command_channel.py`) writes through it without waiting for each reply."""
+
     async def on_connect_check_health(self, check_health: bool = True) -> None:
         await super().on_connect_check_health(check_health=check_health)
         loads = [("SCRIPT", "LOAD", source(name)) for name in NAMES]
         await self.send_packed_command(self.pack_commands(loads), check_health=False)
         for _ in loads:
             await self.read_response()
+
+    def write_now(self, packed: list[bytes]) -> None:
+        """Writes packed commands at once, in call order (the command channel's writes)."""
+        self._writer.writelines(packed)
+
+    async def drained(self) -> None:
+        """Returns once the socket takes more writes (flow control)."""
+        await self._writer.drain()
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if hiredis is None:
@@ -55,15 +69,15 @@ class _GarageConnection(AbstractConnection):
             return super().pack_command(*args)
 
 
-class _TcpConnection(_GarageConnection, Connection):
+class _TcpConnection(GarageConnection, Connection):
     pass
 
 
-class _TlsConnection(_GarageConnection, SSLConnection):
+class _TlsConnection(GarageConnection, SSLConnection):
     pass
 
 
-class _UnixConnection(_GarageConnection, UnixDomainSocketConnection):
+class _UnixConnection(GarageConnection, UnixDomainSocketConnection):
     pass
 
 
@@ -77,3 +91,12 @@ _BY_SCHEME: dict[str, type[AbstractConnection]] = {
 def connection_class(url: str) -> type[AbstractConnection] | None:
     """The connection class for a Redis URL, or None for a scheme redis-py alone knows."""
     return _BY_SCHEME.get(urlsplit(url).scheme)
+
+
+def connection_pool(url: str, **options: Any) -> BlockingConnectionPool:
+    """redis-py's blocking pool for `url`, on these connections. `from_url` sets its own
+    class for unix:// and rediss:// URLs over the one it is given, so it is set after."""
+    pool = BlockingConnectionPool.from_url(url, **options)
+    if (connection := connection_class(url)) is not None:
+        pool.connection_class = connection
+    return pool

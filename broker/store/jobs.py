@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,6 +86,10 @@ class Submitted:
 class CancelOutcome:
     found: bool
     status: JobStatus | None  # the status after the call
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _loads(value: str | None) -> Any:
@@ -188,7 +192,20 @@ class JobStore:
 
     async def write(self, submission: Submission) -> Submitted:
         """Runs `submit.lua` for a prepared submission."""
-        found_id, created, flat = await self._scripts.submit(args=submission.args)
+        return await self._written(submission, self._scripts.submit(args=submission.args))
+
+    async def send(self, submission: Submission) -> Awaitable[Submitted]:
+        """Sends `submit.lua` for a prepared submission and returns, with the awaitable of
+        its outcome, once every script this process calls later runs after it in Redis:
+        at once over the command channel, else when it has run."""
+        sent = self._scripts.submit(args=submission.args)
+        if not self._scripts.in_order:
+            reply = await sent
+            sent = _ready(reply)
+        return self._written(submission, sent)
+
+    async def _written(self, submission: Submission, sent: Awaitable[Any]) -> Submitted:
+        found_id, created, flat = await sent
         if not int(created):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             return Submitted(job=job_from_hash(fields), created=False)

@@ -1,19 +1,27 @@
 """Loads the Lua scripts, each one state transition, and registers them once per client.
 
 Every script is prefixed with `lib.lua` (shared helpers and the key map) and has its key
-prefixes filled in from `keys.py`. redis-py's `register_script` calls EVALSHA and reloads
-the script only on NOSCRIPT, so the script text crosses the wire once per connection pool.
+prefixes filled in from `keys.py`. Each connection loads every script when it opens
+(`connections.py`), so a call is one EVALSHA; on NOSCRIPT redis-py's `register_script`
+loads the script and calls again. Calls go over the command channel
+(`command_channel.py`) when the store has one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import NoScriptError
 
 from . import keys
 
-__all__ = ["NAMES", "Scripts", "source"]
+if TYPE_CHECKING:
+    from .command_channel import CommandChannel
+
+__all__ = ["NAMES", "Script", "Scripts", "source"]
 
 NAMES = ("submit", "claim", "report", "complete", "fail", "cancel", "watch", "reap",
          "claim_batch")  # fmt: skip
@@ -45,16 +53,46 @@ def source(name: str) -> str:
     return text
 
 
-class Scripts:
-    """The registered scripts, as explicit attributes."""
+class Script:
+    """One script. Called without `client`, it goes over the command channel when there
+    is one (written at once, run in call order), else through redis-py's pool."""
 
-    def __init__(self, redis: Any) -> None:
-        self.submit = redis.register_script(source("submit"))
-        self.claim = redis.register_script(source("claim"))
-        self.report = redis.register_script(source("report"))
-        self.complete = redis.register_script(source("complete"))
-        self.fail = redis.register_script(source("fail"))
-        self.cancel = redis.register_script(source("cancel"))
-        self.watch = redis.register_script(source("watch"))
-        self.reap = redis.register_script(source("reap"))
-        self.claim_batch = redis.register_script(source("claim_batch"))
+    __slots__ = ("_channel", "_script")
+
+    def __init__(self, script: Any, channel: CommandChannel | None) -> None:
+        self._script = script
+        self._channel = channel
+
+    def __call__(self, *, args: list[Any], client: Any = None) -> Awaitable[Any]:
+        if client is not None or self._channel is None:
+            return self._script(args=args, client=client)
+        return self._reply(self._channel.send("EVALSHA", self._script.sha, 0, *args), args)
+
+    async def _reply(self, sent: Awaitable[Any], args: list[Any]) -> Any:
+        try:
+            return await sent
+        except NoScriptError:
+            # Redis lost its script cache under a live connection (SCRIPT FLUSH); a new
+            # connection loads every script, this call loads this one and runs again.
+            return await self._script(args=args)
+
+
+class Scripts:
+    """The registered scripts, as explicit attributes. `in_order`: calls run in Redis in
+    the order they are made, each written before its call returns (the command channel)."""
+
+    def __init__(self, redis: Any, channel: CommandChannel | None = None) -> None:
+        self.in_order = channel is not None
+
+        def script(name: str) -> Script:
+            return Script(redis.register_script(source(name)), channel)
+
+        self.submit = script("submit")
+        self.claim = script("claim")
+        self.report = script("report")
+        self.complete = script("complete")
+        self.fail = script("fail")
+        self.cancel = script("cancel")
+        self.watch = script("watch")
+        self.reap = script("reap")
+        self.claim_batch = script("claim_batch")

@@ -104,16 +104,16 @@ async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
     the submitter gets the error and the worker's report finds no job."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
-    original = jobs.write
+    original = jobs.send
 
-    async def failing_write(submission):
+    async def failing_send(submission):
         raise ConnectionError("redis went away")
 
-    jobs.write = failing_write
+    jobs.send = failing_send
     try:
         submitted = await http.post("/v1/jobs", json=CHAT, headers=user)
     finally:
-        jobs.write = original
+        jobs.send = original
     assert submitted.status_code == 500 and submitted.json()["error"]["type"] == "server_error"
     [lease] = (await asyncio.wait_for(polling, 10)).json()["leases"]
     report = await http.post(
@@ -128,15 +128,15 @@ async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
 async def test_a_report_never_overtakes_the_handed_off_jobs_write(
     http: httpx.AsyncClient, user, worker, broker, redis
 ) -> None:
-    """The worker may answer before submit.lua has run: when Redis has forgotten that
-    script (as after a restart) the write takes three round trips, or the Redis pool makes
-    it wait. Here the write is held back 0.3 s and the worker completes the moment it has
-    the lease: its report waits for the write instead of finding no job."""
+    """The worker may answer before submit.lua was sent: the poll's answer goes out
+    first, and without the command channel the send waits for a pooled connection. Here
+    the send is held back 0.3 s and the worker completes the moment it has the lease: its
+    report waits for the send instead of finding no job."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
-    original = jobs.write
+    original = jobs.send
 
-    async def slow_write(submission):
+    async def slow_send(submission):
         await asyncio.sleep(0.3)
         return await original(submission)
 
@@ -148,13 +148,13 @@ async def test_a_report_never_overtakes_the_handed_off_jobs_write(
             headers=worker,
         )
 
-    jobs.write = slow_write
+    jobs.send = slow_send
     try:
         worker_done = asyncio.create_task(work())
         submitted = await http.post("/v1/jobs", json=CHAT, headers={**user, "Prefer": "wait=5"})
         completed = await worker_done
     finally:
-        jobs.write = original
+        jobs.send = original
     assert completed.status_code == 200, completed.text
     assert submitted.json()["status"] == "succeeded"
 

@@ -48,8 +48,8 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             self.clock = ManualClock()
             self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
             self.run(self.redis.flushdb())
-            self.store = Store.on(
-                self.redis,
+            self.store = Store.connect(
+                redis_url,
                 self.clock,
                 lease_ms=LEASE_S * 1000,
                 retention_ms=3_600_000,
@@ -61,6 +61,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             return self.loop.run_until_complete(coro)
 
         def teardown(self) -> None:
+            self.run(self.store.aclose())
             self.run(self.redis.aclose())
             self.loop.close()
 

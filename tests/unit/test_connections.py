@@ -4,10 +4,10 @@ new connection loads every script."""
 from __future__ import annotations
 
 import pytest
-from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import DataError
 
-from garage.broker.store.connections import connection_class
+from garage.broker.store.connections import GarageConnection, connection_class, connection_pool
 
 COMMANDS = [
     ("EVALSHA", "5952cb68cfad44e29c1acea883ea8b8a84a42b46", 0, "job_01K", "k_1", 3, 1.5, ""),
@@ -22,6 +22,21 @@ def test_packed_bytes_are_redis_pys(command: tuple) -> None:
     ours = connection_class("redis://127.0.0.1:6380/0")
     assert ours is not None and issubclass(ours, Connection)
     assert b"".join(ours().pack_command(*command)) == b"".join(Connection().pack_command(*command))
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("redis://127.0.0.1:6380/0", Connection),
+        ("rediss://127.0.0.1:6380/0", SSLConnection),
+        ("unix:///tmp/garage-redis.sock?db=0", UnixDomainSocketConnection),
+    ],
+)
+def test_the_pool_makes_these_connections_for_every_scheme(url: str, transport: type) -> None:
+    """redis-py's from_url replaces the class it is given for unix:// and rediss://."""
+    pool = connection_pool(url, decode_responses=True)
+    made = pool.make_connection()
+    assert isinstance(made, GarageConnection) and isinstance(made, transport)
 
 
 def test_each_scheme_keeps_its_transport_and_bad_input_is_redis_pys_error() -> None:
