@@ -101,14 +101,16 @@ class AsyncClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         if wait_s > 0:
             headers["Prefer"] = f"wait={wait_s:g}"
-        body = await self._http.request(
+        job = await self._http.call(
             "POST",
             "/v1/jobs",
-            json=spec.model_dump(mode="json", exclude_none=True),
+            Job,
+            body=spec,
+            exclude_none=True,
             headers=headers,
             timeout_s=wait_s + 30 if wait_s > 0 else None,
         )
-        return AsyncJobHandle(self, Job.model_validate(body))
+        return AsyncJobHandle(self, job)
 
     async def run(
         self,

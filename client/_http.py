@@ -14,9 +14,10 @@ from __future__ import annotations
 import json as jsonlib
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from .errors import BrokerUnreachable, error_for_status
 from .settings import ClientSettings
@@ -24,6 +25,8 @@ from .settings import ClientSettings
 __all__ = ["Requester", "new_http_client"]
 
 _MAX_CONNECTIONS = 100
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def new_http_client(
@@ -89,6 +92,27 @@ class Requester:
             return None
         return answer.json()
 
+    async def call(
+        self,
+        method: str,
+        path: str,
+        reply: type[ModelT],
+        *,
+        body: BaseModel | None = None,
+        exclude_none: bool = False,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> ModelT:
+        """A call whose body and answer are models: pydantic writes the body's JSON and
+        parses the answer's in one pass each, with no dicts in between."""
+        content = None
+        if body is not None:
+            content = body.model_dump_json(exclude_none=exclude_none).encode()
+        answer = await self._send(
+            method, path, content=content, headers=headers, timeout_s=timeout_s
+        )
+        return reply.model_validate_json(answer.content)
+
     async def request_text(self, method: str, path: str) -> str:
         return (await self._send(method, path)).text
 
@@ -98,18 +122,25 @@ class Requester:
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
         files: dict[str, Any] | None = None,
         data: dict[str, str] | None = None,
     ) -> _Answer | httpx.Response:
+        """`content`: a body already encoded as JSON, sent instead of `json`."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         all_headers = {**self.headers, **(headers or {})}
+        if json is not None:
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        if content is not None:
+            all_headers["Content-Type"] = "application/json"
         if self._use_aiohttp and files is None and data is None:
             answer: _Answer | httpx.Response = await self._send_aiohttp(
-                method, path, json=json, params=query, headers=all_headers, timeout_s=timeout_s
-            )
+                method, path, content=content, params=query, headers=all_headers,
+                timeout_s=timeout_s,
+            )  # fmt: skip
         else:
             extra: dict[str, Any] = {}
             if timeout_s is not None:
@@ -118,7 +149,7 @@ class Requester:
                 answer = await self.http.request(
                     method,
                     self.url + path,
-                    json=json,
+                    content=content,
                     params=query,
                     headers=all_headers,
                     files=files,
@@ -140,7 +171,7 @@ class Requester:
         method: str,
         path: str,
         *,
-        json: Any,
+        content: bytes | None,
         params: dict[str, Any],
         headers: dict[str, str],
         timeout_s: float | None,
@@ -155,10 +186,6 @@ class Requester:
             # httpx honours HTTP(S)_PROXY and NO_PROXY; so do we, looked up once: aiohttp's
             # own trust_env does it again on a thread for every request.
             self._proxy = _env_proxy(self.url)
-        body = None
-        if json is not None:
-            body = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
-            headers = {**headers, "Content-Type": "application/json"}
         options: dict[str, Any] = {}
         if timeout_s is not None:
             options["timeout"] = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
@@ -166,7 +193,7 @@ class Requester:
             async with self._session.request(
                 method,
                 self.url + path,
-                data=body,
+                data=content,
                 params={k: _query_value(v) for k, v in params.items()},
                 headers=headers,
                 proxy=self._proxy,

@@ -29,13 +29,9 @@ class WorkerAPI:
         self._http = Requester(url, api_key, http=http, timeout_s=timeout_s)
 
     async def poll(self, request: PollRequest) -> PollReply:
-        body = await self._http.request(
-            "POST",
-            "/v1/worker/poll",
-            json=request.model_dump(mode="json"),
-            timeout_s=request.wait_s + 30,
+        return await self._http.call(
+            "POST", "/v1/worker/poll", PollReply, body=request, timeout_s=request.wait_s + 30
         )
-        return PollReply.model_validate(body)
 
     async def report(self, job_id: str, report: LeaseReport) -> ReportReply:
         return await self._post(job_id, "report", report)
@@ -49,10 +45,9 @@ class WorkerAPI:
     async def _post(
         self, job_id: str, verb: str, body: LeaseReport | CompleteReport | FailReport
     ) -> ReportReply:
-        reply = await self._http.request(
-            "POST", f"/v1/worker/jobs/{job_id}/{verb}", json=body.model_dump(mode="json")
+        return await self._http.call(
+            "POST", f"/v1/worker/jobs/{job_id}/{verb}", ReportReply, body=body
         )
-        return ReportReply.model_validate(reply)
 
     async def aclose(self) -> None:
         await self._http.aclose()
