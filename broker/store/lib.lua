@@ -76,15 +76,14 @@ end
 local function finish(id, status, now_ms, retention_ms, fields, ended_by)
   local key = job_key(id)
   redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
-  local batch_id = redis.call('HGET', key, 'batch_id')
+  local j = redis.call('HMGET', key, 'batch_id', 'idem', 'watched')
+  local batch_id, idem, watched = j[1], j[2], j[3]
   if batch_id and batch_id ~= '' then count_for_batch(batch_id, status, now_ms) end
   redis.call('ZREM', LEASES, id)
   redis.call('ZREM', START_DEADLINES, id)
   redis.call('PEXPIRE', key, retention_ms)
   redis.call('PEXPIRE', events_key(id), retention_ms)
-  local idem = redis.call('HGET', key, 'idem')
   if idem and idem ~= '' then redis.call('PEXPIRE', idem, retention_ms) end
-  local watched = redis.call('HGET', key, 'watched')
   if watched and watched ~= '' and watched ~= ended_by then
     redis.call('PUBLISH', ENDED_CHANNEL, id)
   end

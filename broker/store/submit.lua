@@ -19,19 +19,26 @@ if idem ~= '' then
   end
 end
 
-redis.call('HSET', job_key(id),
+local token = ARGV[18]
+local status, attempt = 'queued', 0
+if token ~= '' then status, attempt = 'running', 1 end
+local fields = {
   'id', id, 'owner', owner, 'model', model, 'kind', ARGV[4], 'lane', lane,
-  'request', ARGV[6], 'status', 'queued', 'attempt', 0, 'max_attempts', ARGV[7],
+  'request', ARGV[6], 'status', status, 'attempt', attempt, 'max_attempts', ARGV[7],
   'created_ms', ARGV[8], 'start_deadline_ms', start_deadline, 'deadline_ms', ARGV[10],
-  'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem, 'watched', ARGV[20])
+  'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem, 'watched', ARGV[20]}
+if token ~= '' then  -- created leased: the lease's fields go in the same write
+  for _, v in ipairs({'lease_token', token, 'lease_owner', ARGV[17], 'worker', ARGV[16],
+                      'started_ms', now_ms, 'first_token_ms', ''}) do
+    fields[#fields + 1] = v
+  end
+end
+redis.call('HSET', job_key(id), unpack(fields))
 redis.call('ZADD', ARGV[14], now_ms, id)
 redis.call('ZADD', ARGV[15], now_ms, id)
 if idem ~= '' then redis.call('SET', idem, id) end
 emit(id, {type = 'status', status = 'queued', attempt = 0})
-local token = ARGV[18]
 if token ~= '' then
-  redis.call('HSET', job_key(id), 'status', 'running', 'attempt', 1, 'lease_token', token,
-    'lease_owner', ARGV[17], 'worker', ARGV[16], 'started_ms', now_ms, 'first_token_ms', '')
   redis.call('ZADD', LEASES, now_ms + tonumber(ARGV[19]), id)
   emit(id, {type = 'status', status = 'running', attempt = 1, worker = ARGV[16]})
   return {id, 1, {}}
