@@ -19,7 +19,7 @@ from .apikeys import ApiKeyStore
 from .batches import BatchStore
 from .channels import OnMessage, OnSubscribed, Subscriber
 from .command_channel import CommandChannel
-from .connections import GarageConnection, connection_pool
+from .connections import connection_pool
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -94,14 +94,13 @@ class Store:
         pool = connection_pool(
             redis_url, max_connections=max_connections, timeout=30, decode_responses=True
         )
-        ordered = issubclass(pool.connection_class, GarageConnection)
         return cls.on(
             aioredis.Redis(connection_pool=pool),
             clock,
             lease_ms=lease_ms,
             retention_ms=retention_ms,
             worker_alive_ms=worker_alive_ms,
-            channel=CommandChannel(pool) if ordered else None,
+            channel=CommandChannel(pool),
         )
 
     async def aclose(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError, ResponseError
@@ -49,9 +49,13 @@ class _Link:
 
     def fail(self, error: Exception) -> None:
         replies, self.replies = self.replies, deque()
-        for reply in replies:
-            if not reply.done():
-                reply.set_exception(error)
+        _fail(replies, error)
+
+
+def _fail(replies: Iterable[asyncio.Future[Any]], error: Exception) -> None:
+    for reply in replies:
+        if not reply.done():
+            reply.set_exception(error)
 
 
 class CommandChannel:
@@ -158,6 +162,4 @@ class CommandChannel:
 
     def _fail_queued(self, error: Exception) -> None:
         queued, self._queued = self._queued, []
-        for _, reply in queued:
-            if not reply.done():
-                reply.set_exception(error)
+        _fail((reply for _, reply in queued), error)
