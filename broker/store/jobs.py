@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from garage.client.schemas import Job, JobCreate, JobError, JobStatus, Lease
+from garage.client.schemas import Job, JobCreate, JobStatus, Lease
 
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_token
@@ -92,35 +92,46 @@ async def _ready(value: Any) -> Any:
     return value
 
 
-def _loads(value: str | None) -> Any:
-    return json.loads(value) if value else None
+# Hash fields that hold JSON text, copied into the job's JSON as they are.
+_JSON_FIELDS = ("result", "error", "usage", "timings", "metadata")
+# Timestamps in ms, which pydantic reads as such (numbers past 2e10 count as ms, in UTC).
+_TIME_FIELDS = (
+    ("started_at", "started_ms"),
+    ("finished_at", "finished_ms"),
+    ("start_deadline_at", "start_deadline_ms"),
+    ("deadline_at", "deadline_ms"),
+)
 
 
 def job_from_hash(fields: dict[str, str]) -> Job:
-    error = _loads(fields.get("error"))
-    return Job(
-        id=fields["id"],
-        owner=fields["owner"],
-        model=fields["model"],
-        kind=fields["kind"],
-        lane=fields["lane"],
-        request=json.loads(fields["request"]),
-        status=fields["status"],
-        attempt=int(fields.get("attempt") or 0),
-        max_attempts=int(fields["max_attempts"]),
-        created_at=from_ms(fields["created_ms"]),
-        started_at=from_ms(fields.get("started_ms")),
-        finished_at=from_ms(fields.get("finished_ms")),
-        start_deadline_at=from_ms(fields.get("start_deadline_ms")),
-        deadline_at=from_ms(fields.get("deadline_ms")),
-        worker=fields.get("worker") or None,
-        result=_loads(fields.get("result")),
-        error=JobError.model_validate(error) if error else None,
-        usage=_loads(fields.get("usage")),
-        timings=_loads(fields.get("timings")),
-        metadata=_loads(fields.get("metadata")) or {},
-        batch_id=fields.get("batch_id") or None,
-    )
+    """The job from its Redis hash. The JSON fields are spliced into one JSON text that
+    pydantic parses at once: less than half the time of loading each and building the
+    model from Python objects, on every read and every end a submitter waits for."""
+    dumps = json.dumps
+    parts = [
+        '{"id":', dumps(fields["id"]),
+        ',"owner":', dumps(fields["owner"]),
+        ',"model":', dumps(fields["model"]),
+        ',"kind":', dumps(fields["kind"]),
+        ',"lane":', dumps(fields["lane"]),
+        ',"status":', dumps(fields["status"]),
+        ',"request":', fields["request"],
+        ',"attempt":', str(int(fields.get("attempt") or 0)),
+        ',"max_attempts":', str(int(fields["max_attempts"])),
+        ',"created_at":', str(int(fields["created_ms"])),
+    ]  # fmt: skip
+    for name, key in _TIME_FIELDS:
+        if value := fields.get(key):
+            parts += [',"', name, '":', str(int(value))]
+    for name in ("worker", "batch_id"):
+        if value := fields.get(name):
+            parts += [',"', name, '":', dumps(value)]
+    for name in _JSON_FIELDS:
+        value = fields.get(name)
+        if value and value != "null":
+            parts += [',"', name, '":', value]
+    parts.append("}")
+    return Job.model_validate_json("".join(parts))
 
 
 class JobStore:
