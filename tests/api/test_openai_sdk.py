@@ -147,6 +147,7 @@ async def test_a_worker_lost_after_text_ends_the_stream_with_an_error(
                 if len(text) == 1:  # the lease runs out under the worker
                     live_broker.clock.advance(31)
                     assert (await _store(live_broker, redis).leases.reap()).requeued == 1
+    await stream.close()  # an error event leaves the SDK's response open
     assert "worker was lost" in lost.value.message
     assert len(text) < 7  # the stream stopped; nothing of a second attempt was glued on
 
