@@ -12,7 +12,8 @@ then measures, over HTTP on loopback:
 
 The submitter and the workers run in this one process (uvloop). `--client` picks what
 sends their requests: `garage` (garage's own `AsyncClient` and `WorkerAPI`, what users
-and the worker daemon run), or bare `aiohttp` (the floor: no client library at all).
+and the worker daemon run; `GARAGE_HTTP_ENGINE` picks their HTTP engine), or bare
+`aiohttp` (hand-built JSON through a general-purpose HTTP client, no client library).
 
 With `--peer celery` the latency is measured in alternating blocks, garage then Celery
 (`celery_peer.py`, solo pool, on the same redis-server), `--blocks` times each, so both
@@ -85,7 +86,7 @@ class GarageSide:
 
 
 class AiohttpSide:
-    """Bare aiohttp with hand-built JSON: what the protocol costs without a client library."""
+    """Bare aiohttp with hand-built JSON: the protocol through a general-purpose client."""
 
     def __init__(self, url: str, user_key: str, worker_key: str) -> None:
         import aiohttp

@@ -107,8 +107,8 @@ async def test_run_submits_and_waits_in_one_call(network: Network) -> None:
         assert blocking.run("m", "blocking", timeout_s=10).status.value == "succeeded"
 
 
-@pytest.mark.parametrize("engine", ["aiohttp", "httpx"])
-async def test_either_http_engine_sends_the_same_calls(
+@pytest.mark.parametrize("engine", ["httptools", "aiohttp", "httpx"])
+async def test_every_http_engine_sends_the_same_calls(
     network: Network, monkeypatch, engine: str
 ) -> None:
     monkeypatch.setenv("GARAGE_HTTP_ENGINE", engine)
@@ -119,7 +119,9 @@ async def test_either_http_engine_sends_the_same_calls(
         assert [j.id for j in listed.data] == [job.id]
         with pytest.raises(NotFound):
             await client.get("job_nope")
+        assert client._http.engine == engine
         assert (client._http._session is not None) is (engine == "aiohttp")
+        assert (client._http._pool is not None) is (engine == "httptools")
 
 
 async def test_wait_timeout_then_cancel_reaches_the_backend(network: Network) -> None:
