@@ -159,7 +159,7 @@ class Http1Pool:
         """One exchange: (status, body). Raises Http1Error, or TimeoutError after
         `timeout_s` (connecting included)."""
         request = self._frame(method, path, query, headers, body)
-        async with self._slots, asyncio.timeout(timeout_s):
+        async with asyncio.timeout(timeout_s), self._slots:  # a wait for a slot counts
             while True:
                 connection, reused = await self._connection()
                 try:

@@ -202,6 +202,22 @@ async def test_a_timed_out_exchange_leaves_no_connection_out_of_step(serve) -> N
     await pool.aclose()
 
 
+async def test_calls_past_the_limit_wait_for_a_connection_within_their_timeout(serve) -> None:
+    server = await serve(lambda connection, index, head: "hang" if connection == 1 else OK)
+    pool = Http1Pool(server.url, limit=1)
+    holding = asyncio.create_task(send(pool, timeout_s=30))
+    await asyncio.sleep(0.1)
+    with pytest.raises(TimeoutError):
+        await send(pool, timeout_s=0.2)  # never got the one connection
+    assert len(server.seen) == 1
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    assert await send(pool) == (200, b"{}")  # the slot is free again, on a new connection
+    assert [s.connection for s in server.seen] == [1, 2]
+    await pool.aclose()
+
+
 async def test_no_server_is_an_error() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
