@@ -261,8 +261,9 @@ def _engine(setting: str, proxy: str | None) -> str:
     if setting == "aiohttp" and not _has_aiohttp():
         raise RuntimeError("GARAGE_HTTP_ENGINE=aiohttp, but aiohttp is not installed")
     if setting == "httptools" and proxy is not None:
+        where = urllib.parse.urlsplit(proxy).hostname  # not the URL: it may hold a password
         raise RuntimeError(
-            f"GARAGE_HTTP_ENGINE=httptools does not speak to proxies, and {proxy} applies"
+            f"GARAGE_HTTP_ENGINE=httptools does not speak to proxies, and one applies ({where})"
         )
     if setting != "auto":
         return setting

@@ -250,11 +250,12 @@ async def test_the_requester_maps_failures_to_broker_unreachable(serve, monkeypa
 def test_a_proxy_for_the_broker_sends_calls_through_aiohttp(monkeypatch) -> None:
     for name in ("NO_PROXY", "no_proxy", "GARAGE_HTTP_ENGINE"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://me:secret@127.0.0.1:3128")
     assert Requester("http://broker.example:8080").engine == "aiohttp"
     monkeypatch.setenv("NO_PROXY", "broker.example")
     assert Requester("http://broker.example:8080").engine == "httptools"
     monkeypatch.delenv("NO_PROXY")
     monkeypatch.setenv("GARAGE_HTTP_ENGINE", "httptools")
-    with pytest.raises(RuntimeError, match="does not speak to proxies"):
+    with pytest.raises(RuntimeError, match="does not speak to proxies") as refused:
         Requester("http://broker.example:8080")
+    assert "secret" not in str(refused.value)
