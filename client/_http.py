@@ -141,13 +141,9 @@ class Requester:
         if content is not None:
             all_headers["Content-Type"] = "application/json"
         answer: _Answer | httpx.Response
-        if self.engine == "httptools" and files is None and data is None:
-            answer = await self._send_http1(
-                method, path, content=content, params=query, headers=all_headers,
-                timeout_s=timeout_s,
-            )  # fmt: skip
-        elif self.engine == "aiohttp" and files is None and data is None:
-            answer = await self._send_aiohttp(
+        if self.engine != "httpx" and files is None and data is None:
+            send = self._send_http1 if self.engine == "httptools" else self._send_aiohttp
+            answer = await send(
                 method, path, content=content, params=query, headers=all_headers,
                 timeout_s=timeout_s,
             )  # fmt: skip
