@@ -39,7 +39,7 @@ import httpx
 from servers import ADMIN_KEY, broker, redis_server
 
 from garage.client import AsyncClient, WorkerAPI
-from garage.client.schemas import CompleteReport, JobCreate, Lane, PollRequest
+from garage.contract import CompleteReport, JobCreate, Lane, PollRequest
 
 MODEL = "bench"
 REQUEST = {"messages": [{"role": "user", "content": "hi"}]}

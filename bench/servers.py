@@ -59,7 +59,7 @@ def broker(redis_url: str, log: Path) -> Iterator[str]:
     env = {**os.environ, "GARAGE_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "garage.client.cli", "broker", "run", "--port", "0",
+            [sys.executable, "-m", "garage.cli", "broker", "run", "--port", "0",
              "--redis-url", redis_url, "--log-level", "warning"],
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip

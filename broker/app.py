@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from garage.client.schemas import MAX_BATCH_FILE_BYTES, ErrorBody
+from garage.contract import MAX_BATCH_FILE_BYTES, ErrorBody
 
 from . import __version__
 from .api import admin, batches, files, inference, jobs, models, ops, workers

@@ -11,7 +11,7 @@ import hmac
 import time
 from dataclasses import dataclass
 
-from garage.client.schemas import Role
+from garage.contract import Role
 
 from .errors import Forbidden, Unauthorized
 from .store.apikeys import ApiKeyStore, hash_secret

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from garage.client.schemas import Lease
+from garage.contract import Lease
 
 __all__ = ["ClaimHints", "ParkedPoll", "PollWaiters"]
 

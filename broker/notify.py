@@ -25,7 +25,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
-from garage.client.schemas import Job
+from garage.contract import Job
 
 from .longpoll import ClaimHints, PollWaiters
 from .store import Store, keys

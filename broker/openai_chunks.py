@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from garage.client.schemas import Kind
+from garage.contract import Kind
 
 __all__ = ["delta_chunk", "error_payload", "final_chunk", "usage_chunk"]
 

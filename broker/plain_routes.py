@@ -26,7 +26,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from garage.client.schemas import ErrorBody, Role
+from garage.contract import ErrorBody, Role
 
 from .auth import Principal
 from .deps import Broker

@@ -2,14 +2,15 @@
 
 `AsyncClient` holds the logic and `Client` drives it from blocking code (a notebook too);
 `submit` returns a job handle, `map` runs many inputs. The wire models are in
-`garage.client.schemas`, the errors in `garage.client.errors`.
+`garage.contract`, the errors in `garage.client.errors`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from garage.contract import __version__
 
 from ._async import AsyncClient
 from ._batch import BatchItem
 from ._handles import AsyncJobHandle
+from ._inputs import JobInput, to_spec
 from ._sync import Client, JobHandle
 from ._worker_api import WorkerAPI
 from .errors import (
@@ -33,11 +34,6 @@ from .errors import (
 )
 from .settings import ClientSettings
 
-try:
-    __version__ = version("garage-ai")
-except PackageNotFoundError:  # a source tree that is not installed
-    __version__ = "0.0.0"
-
 __all__ = [
     "APIError",
     "AsyncClient",
@@ -55,6 +51,7 @@ __all__ = [
     "JobExpired",
     "JobFailed",
     "JobHandle",
+    "JobInput",
     "LeaseLost",
     "NotFound",
     "RateLimited",
@@ -63,4 +60,6 @@ __all__ = [
     "Unavailable",
     "WaitTimeout",
     "WorkerAPI",
+    "__version__",
+    "to_spec",
 ]

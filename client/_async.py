@@ -11,19 +11,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from ._batch import BatchItem, run_map
-from ._handles import AsyncJobHandle
-from ._http import Requester
-from ._inputs import JobInput, to_spec
-from .errors import (
-    BrokerUnreachable,
-    JobCancelled,
-    JobExpired,
-    JobFailed,
-    WaitTimeout,
-    error_for_status,
-)
-from .schemas import (
+from garage.contract import (
     TERMINAL_STATUSES,
     Batch,
     BatchCreate,
@@ -40,6 +28,19 @@ from .schemas import (
     Role,
     WorkerList,
     job_event_adapter,
+)
+
+from ._batch import BatchItem, run_map
+from ._handles import AsyncJobHandle
+from ._http import Requester
+from ._inputs import JobInput, to_spec
+from .errors import (
+    BrokerUnreachable,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
+    WaitTimeout,
+    error_for_status,
 )
 
 __all__ = ["AsyncClient"]

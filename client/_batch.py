@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from tqdm.auto import tqdm
+
+from garage.contract import Job, JobCreate, Lane
 
 from ._inputs import JobInput, text_of, to_spec
 from .errors import GarageError, WaitTimeout
-from .schemas import Job, JobCreate, Lane
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
@@ -69,6 +69,8 @@ async def run_map(
             item.error = ValueError(f"input {item.index}: {exc}")
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
+    from tqdm.auto import tqdm  # only here: importing the client stays light
+
     bar = tqdm(total=len(items), desc=model, unit="job", disable=not progress)
     bar.update(len(items) - len(specs))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from garage.contract import Job, JobEvent
+
 from ._inputs import text_of
 from .errors import StreamRestarted
-from .schemas import Job, JobEvent
 
 if TYPE_CHECKING:
     from ._async import AsyncClient

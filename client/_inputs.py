@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schemas import JobCreate, Kind, Lane
+from garage.contract import JobCreate, Kind, Lane
 
 __all__ = ["JobInput", "kind_of", "text_of", "to_spec"]
 

@@ -12,11 +12,12 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from garage.contract import Job, JobEvent, JobList, KeyCreated, Lane, ModelList, WorkerList
+
 from ._async import AsyncClient
 from ._batch import BatchItem
 from ._handles import AsyncJobHandle
 from ._inputs import JobInput
-from .schemas import Job, JobEvent, JobList, KeyCreated, Lane, ModelList, WorkerList
 
 __all__ = ["Client", "JobHandle"]
 

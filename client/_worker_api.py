@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from ._http import Requester
-from .schemas import (
+from garage.contract import (
     CompleteReport,
     FailReport,
     LeaseReport,
@@ -13,6 +12,8 @@ from .schemas import (
     PollRequest,
     ReportReply,
 )
+
+from ._http import Requester
 
 __all__ = ["WorkerAPI"]
 

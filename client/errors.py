@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .schemas import Job
+    from garage.contract import Job
 
 __all__ = [
     "APIError",

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from garage.client.schemas import Kind, Lane, Lease
+from garage.contract import Kind, Lane, Lease
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ async def eventually(
 
 def garage_command(*args: str) -> list[str]:
     """The `garage` CLI as a subprocess, from the interpreter running the tests."""
-    return [sys.executable, "-m", "garage.client.cli", *args]
+    return [sys.executable, "-m", "garage.cli", *args]
 
 
 def spawn(

@@ -18,8 +18,8 @@ import logging
 import secrets
 import time
 
-from garage.client import WorkerAPI, __version__
-from garage.client.schemas import GpuInfo, Health, HealthState, Lease, PollRequest
+from garage.client import WorkerAPI
+from garage.contract import GpuInfo, Health, HealthState, Lease, PollRequest, __version__
 
 from .backends import Backend
 from .gpu import NvmlProbe, assess

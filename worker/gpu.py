@@ -33,7 +33,7 @@ from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from garage.client.schemas import GpuInfo, Health, HealthState
+from garage.contract import GpuInfo, Health, HealthState
 
 __all__ = ["THROTTLE_REASON_NAMES", "GpuThresholds", "NvmlProbe", "assess"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from garage.client.schemas import Health, HealthState
+from garage.contract import Health, HealthState
 
 __all__ = ["combine"]
 

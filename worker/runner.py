@@ -16,7 +16,7 @@ import time
 from enum import StrEnum
 
 from garage.client import LeaseLost, NotFound, WorkerAPI
-from garage.client.schemas import (
+from garage.contract import (
     CompleteReport,
     FailReport,
     JobError,

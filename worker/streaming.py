@@ -15,7 +15,7 @@ import contextlib
 import logging
 
 from garage.client import LeaseLost, NotFound, WorkerAPI
-from garage.client.schemas import Lease, LeaseReport
+from garage.contract import Lease, LeaseReport
 
 from .retries import broker_retrying
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from garage.client.schemas import KeyCreate, KeyCreated, KeyInfo, Role
+from garage.contract import KeyCreate, KeyCreated, KeyInfo, Role
 
 from ..deps import BrokerDep, Caller
 from ..errors import NotFound

@@ -12,14 +12,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
-from garage.client.batch_file import BatchLineError, parse_batch_jsonl, to_job
-from garage.client.schemas import (
+from garage.contract import (
     MAX_BATCH_REQUESTS,
     Batch,
     BatchCreate,
     BatchList,
     Role,
 )
+from garage.contract.batch_file import BatchLineError, parse_batch_jsonl, to_job
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Path, UploadFile
 from fastapi.responses import Response
 
-from garage.client.schemas import (
+from garage.contract import (
     MAX_BATCH_FILE_BYTES,
     FileDeleted,
     FileList,

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import ValidationError
 
-from garage.client.schemas import TERMINAL_STATUSES, Job, JobCreate, JobStatus, Kind, Role
+from garage.contract import TERMINAL_STATUSES, Job, JobCreate, JobStatus, Kind, Role
 
 from ..auth import Principal
 from ..deps import Broker, BrokerDep, Caller

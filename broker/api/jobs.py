@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from garage.client.schemas import (
+from garage.contract import (
     TERMINAL_STATUSES,
     Job,
     JobCreate,

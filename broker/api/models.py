@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from garage.client.schemas import ModelCard, ModelList, Role
+from garage.contract import ModelCard, ModelList, Role
 
 from ..deps import BrokerDep, Caller
 from ..responses import model_response

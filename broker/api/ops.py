@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from garage.client.schemas import Role
+from garage.contract import Role
 
 from ..deps import BrokerDep, Caller
 

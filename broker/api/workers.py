@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from garage.client.schemas import (
+from garage.contract import (
     CompleteReport,
     FailReport,
     HealthState,

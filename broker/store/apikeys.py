@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from garage.client.schemas import KeyCreated, KeyInfo, Role
+from garage.contract import KeyCreated, KeyInfo, Role
 
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_secret

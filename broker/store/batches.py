@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from garage.client.schemas import (
+from garage.contract import (
     Batch,
     BatchCreate,
     BatchRequestCounts,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from garage.client.schemas import FileObject
+from garage.contract import FileObject
 
 from ..clock import Clock
 from ..ids import new_id

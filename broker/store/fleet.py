@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from garage.client.schemas import WorkerInfo
+from garage.contract import WorkerInfo
 
 from ..clock import Clock
 from . import keys

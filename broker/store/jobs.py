@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from garage.client.schemas import Job, JobCreate, JobStatus, Lease
+from garage.contract import Job, JobCreate, JobStatus, Lease
 
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_token

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from garage.client.schemas import Job, JobError, Lease, Timings, Usage
+from garage.contract import Job, JobError, Lease, Timings, Usage
 
 from ..clock import Clock, from_ms
 from ..ids import new_token

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from garage.client.schemas import Kind
+from garage.contract import Kind
 from garage.worker.backends import (
     Backend,
     BackendRejected,

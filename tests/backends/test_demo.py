@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from garage.client.schemas import Kind
+from garage.contract import Kind
 from garage.worker.backends import DEMO_MODEL, BackendRejected, make_backend
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from garage.client.cli import main
+from garage.cli import main
 
 from ..conftest import Network
 

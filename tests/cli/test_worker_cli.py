@@ -7,7 +7,7 @@ import json
 import httpx
 from click.testing import CliRunner
 
-from garage.client.cli import main
+from garage.cli import main
 
 from ..conftest import ADMIN_KEY, LiveBroker
 

@@ -8,7 +8,7 @@ import pytest
 
 from garage.broker.store import Store
 from garage.broker.store.leases import ReportOutcome
-from garage.client.schemas import JobCreate, JobError, JobStatus, Lane, Usage
+from garage.contract import JobCreate, JobError, JobStatus, Lane, Usage
 
 from ..support import ManualClock
 

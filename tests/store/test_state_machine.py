@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from garage.broker.store import Store, keys
 from garage.broker.store.jobs import LeaseTarget
 from garage.broker.store.leases import ReportOutcome
-from garage.client.schemas import JobCreate, JobError, JobStatus, Lane
+from garage.contract import JobCreate, JobError, JobStatus, Lane
 
 from ..support import ManualClock
 

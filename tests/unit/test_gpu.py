@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from garage.client.schemas import GpuInfo, Health, HealthState
+from garage.contract import GpuInfo, Health, HealthState
 from garage.worker.gpu import GpuThresholds, NvmlProbe, assess
 from tests.fakes.nvml import (
     GIB,

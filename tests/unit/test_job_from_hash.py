@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from garage.broker.store.jobs import job_from_hash
-from garage.client.schemas import Job, JobError, JobStatus, Timings, Usage
+from garage.contract import Job, JobError, JobStatus, Timings, Usage
 
 CREATED_MS = 1_764_590_400_123  # 2025-12-01T12:00:00.123Z
 

@@ -10,7 +10,7 @@ import contextlib
 import pytest
 
 from garage.client import LeaseLost
-from garage.client.schemas import LeaseReport, ReportReply
+from garage.contract import LeaseReport, ReportReply
 from garage.worker.streaming import LeaseReporter
 
 from ..support import LEASE, eventually

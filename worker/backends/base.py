@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
-from garage.client.schemas import JobError, Kind, Usage
+from garage.contract import JobError, Kind, Usage
 
 __all__ = [
     "PING_TIMEOUT_S",

@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from garage.client.schemas import Kind, Usage
+from garage.contract import Kind, Usage
 
 from .base import BackendRejected, BackendResult, OnText, request_model
 

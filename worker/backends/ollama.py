@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from garage.client.schemas import Kind, Usage
+from garage.contract import Kind, Usage
 
 from .base import (
     BackendRejected,

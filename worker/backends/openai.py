@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from garage.client.schemas import Kind, Usage
+from garage.contract import Kind, Usage
 
 from .base import (
     BackendError,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .._async import AsyncClient
+from garage.client import AsyncClient
+
 from ._common import broker_options, run_async
 from ._stream import print_stream
 

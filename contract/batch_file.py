@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .schemas import JobCreate, Kind, Lane
+from .jobs import JobCreate, Kind, Lane
 
 __all__ = ["URL_KINDS", "BatchLine", "BatchLineError", "parse_batch_jsonl", "to_job"]
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import (
+from garage.client.errors import (
     APIError,
     AuthError,
     BrokerUnreachable,

@@ -94,13 +94,12 @@ async def _up(
 ) -> None:
     from garage.broker.server import BrokerServer
     from garage.broker.settings import BrokerSettings
-    from garage.client.schemas import Role
+    from garage.client import WorkerAPI
+    from garage.contract import Role
     from garage.worker.backends import make_backend
     from garage.worker.daemon import Worker
     from garage.worker.gpu import NvmlProbe
     from garage.worker.settings import WorkerSettings
-
-    from .._worker_api import WorkerAPI
 
     keys = _local_keys(data_dir)
     kind, url, note = await _find_backend(backend, backend_url)
@@ -217,7 +216,8 @@ def _banner(
 
 
 async def _try(url: str, user_key: str, model: str) -> None:
-    from .._async import AsyncClient
+    from garage.client import AsyncClient
+
     from ._stream import print_stream
 
     async with AsyncClient(url, user_key) as client:

@@ -120,9 +120,8 @@ def run(
 async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
     import httpx
 
+    from garage.client import WorkerAPI
     from garage.worker.backends import make_backend
-
-    from .._worker_api import WorkerAPI
 
     backend_http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.backend_timeout_s, connect=10.0),

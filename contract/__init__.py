@@ -1,8 +1,13 @@
 """The wire contract between the client, the broker and the worker.
 
 The broker implements these models, the worker and the client consume them; nobody keeps a
-copy. Split by resource: jobs, events, workers (poll, leases, fleet), keys, errors.
+copy. Split by resource: jobs, events, workers (poll, leases, fleet), keys, files, batches
+(and the batch file format, `batch_file`), errors (with the one list of error codes).
+It imports nothing but pydantic, so the broker and the worker load it without the client
+SDK's HTTP stack (`tests/unit/test_layers.py` holds it to that).
 """
+
+from importlib.metadata import PackageNotFoundError, version
 
 from .batches import (
     BATCH_ENDPOINTS,
@@ -16,7 +21,7 @@ from .batches import (
     BatchRequestCounts,
     BatchStatus,
 )
-from .errors import ErrorBody, ErrorDetail
+from .errors import ErrorBody, ErrorCode, ErrorDetail, JobErrorType
 from .events import (
     DeltaEvent,
     DoneEvent,
@@ -56,6 +61,11 @@ from .workers import (
     WorkerList,
 )
 
+try:
+    __version__ = version("garage-ai")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0"
+
 __all__ = [
     "BATCH_ENDPOINTS",
     "MAX_BATCH_FILE_BYTES",
@@ -72,6 +82,7 @@ __all__ = [
     "DeltaEvent",
     "DoneEvent",
     "ErrorBody",
+    "ErrorCode",
     "ErrorDetail",
     "ErrorEvent",
     "FailReport",
@@ -84,6 +95,7 @@ __all__ = [
     "Job",
     "JobCreate",
     "JobError",
+    "JobErrorType",
     "JobEvent",
     "JobList",
     "JobStatus",

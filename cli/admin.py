@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .._async import AsyncClient
-from ..schemas import Role
+from garage.client import AsyncClient
+from garage.contract import Role
+
 from ._common import broker_options, print_json, run_async
 
 __all__ = ["admin"]

@@ -10,8 +10,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .._async import AsyncClient
-from ..schemas import JobStatus, Lane
+from garage.client import AsyncClient
+from garage.contract import JobStatus, Lane
+
 from ._common import EXIT_FAILED, EXIT_USAGE, broker_options, fail, print_json, run_async
 from .batch_input import InputError, InputItem, read_input
 from .batch_run import run_batches, run_interactive, submit_batches

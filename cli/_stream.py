@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .._async import AsyncClient
-from ..errors import JobError
-from ..schemas import Job
+from garage.client import AsyncClient
+from garage.client.errors import JobError
+from garage.contract import Job
 
 __all__ = ["print_stream"]
 

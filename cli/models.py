@@ -6,7 +6,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .._async import AsyncClient
+from garage.client import AsyncClient
+
 from ._common import broker_options, print_json, run_async
 
 __all__ = ["models"]

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .._inputs import to_spec
-from ..batch_file import BatchLineError, parse_batch_jsonl, to_job
-from ..schemas import JobCreate, Lane
+from garage.client import to_spec
+from garage.contract import JobCreate, Lane
+from garage.contract.batch_file import BatchLineError, parse_batch_jsonl, to_job
 
 __all__ = ["InputError", "InputItem", "read_input"]
 

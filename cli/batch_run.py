@@ -14,9 +14,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .._async import AsyncClient
-from ..batch_file import URL_KINDS
-from ..schemas import BatchStatus, Kind
+from garage.client import AsyncClient
+from garage.contract import BatchStatus, Kind
+from garage.contract.batch_file import URL_KINDS
+
 from .batch_input import InputItem
 
 __all__ = ["run_batches", "run_interactive", "submit_batches"]
