@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 
-from .store import Store
+from .store import Store, honour_cancellation
 
 __all__ = ["run_finalizer"]
 
@@ -19,6 +19,8 @@ async def run_finalizer(store: Store, *, interval_s: float) -> None:
         await asyncio.sleep(interval_s * random.uniform(0.5, 1.5))
         try:
             while (batch_id := await store.batches.claim_finished()) is not None:
+                honour_cancellation()
                 await store.batches.finalize(batch_id)
+            honour_cancellation()
         except Exception:  # a Redis hiccup must not end the loop; the claim expires
             logger.warning("finalizer.error", exc_info=True)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 
-from .store import Store
+from .store import Store, honour_cancellation
 
 __all__ = ["run_reaper"]
 
@@ -22,6 +22,7 @@ async def run_reaper(store: Store, *, interval_s: float) -> None:
         try:
             while True:
                 counts = await store.leases.reap(limit=_BATCH)
+                honour_cancellation()
                 if max(counts.requeued + counts.failed, counts.expired) < _BATCH:
                     break
         except Exception:  # a Redis hiccup must not end the loop; the next pass retries

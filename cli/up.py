@@ -19,6 +19,8 @@ from typing import Any
 import click
 import httpx
 
+from garage.client import http_client
+
 __all__ = ["up"]
 
 _OLLAMA_URL = "http://127.0.0.1:11434"
@@ -110,7 +112,7 @@ async def _up(
         admin_key=keys["admin"],
         log_level="warning",
     )
-    async with BrokerServer(settings) as broker, httpx.AsyncClient(timeout=600) as backend_http:
+    async with BrokerServer(settings) as broker, http_client(url, timeout_s=600) as backend_http:
         assert broker.store is not None
         for role in (Role.user, Role.worker):
             if await broker.store.apikeys.lookup(keys.get(role.value, "")) is None:
@@ -160,7 +162,7 @@ async def _find_backend(backend: str, url: str | None) -> tuple[str, str, str]:
     if backend in ("ollama", "openai"):
         default = _OLLAMA_URL if backend == "ollama" else _OPENAI_URL
         return backend, url or default, f"{backend} at {url or default}, as asked"
-    async with httpx.AsyncClient(timeout=1.5) as http:
+    async with http_client(_OLLAMA_URL, timeout_s=1.5) as http:
         for kind, candidate, path in (
             ("ollama", _OLLAMA_URL, "/api/tags"),
             ("openai", _OPENAI_URL, "/v1/models"),

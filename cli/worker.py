@@ -118,14 +118,13 @@ def run(
 
 
 async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
-    import httpx
-
-    from garage.client import WorkerAPI
+    from garage.client import WorkerAPI, http_client
     from garage.worker.backends import make_backend
 
-    backend_http = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.backend_timeout_s, connect=10.0),
-        limits=httpx.Limits(max_connections=settings.slots + 8),
+    backend_http = http_client(
+        settings.backend_url,
+        timeout_s=settings.backend_timeout_s,
+        max_connections=settings.slots + 8,
     )
     api = WorkerAPI(settings.broker, settings.token.get_secret_value(), timeout_s=60)
     backend_key = settings.backend_api_key.get_secret_value() if settings.backend_api_key else None

@@ -10,6 +10,7 @@ from garage.contract import __version__
 from ._async import AsyncClient
 from ._batch import BatchItem
 from ._handles import AsyncJobHandle
+from ._http import http_client
 from ._inputs import JobInput, to_spec
 from ._sync import Client, JobHandle
 from ._worker_api import WorkerAPI
@@ -61,5 +62,6 @@ __all__ = [
     "WaitTimeout",
     "WorkerAPI",
     "__version__",
+    "http_client",
     "to_spec",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -98,8 +99,11 @@ class AsyncClient:
     async def submit_spec(
         self, spec: JobCreate, *, idempotency_key: str | None = None, wait_s: float = 0
     ) -> AsyncJobHandle:
-        """Queues a job; with `wait_s` the broker answers once it ended, or after that long."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        """Queues a job; with `wait_s` the broker answers once it ended, or after that long.
+
+        Every submit carries an `Idempotency-Key` (a fresh one unless given), so a submit
+        sent again after a dropped connection returns the same job instead of a second."""
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait_s > 0:
             headers["Prefer"] = f"wait={wait_s:g}"
         job = await self._http.call(
@@ -159,7 +163,7 @@ class AsyncClient:
 
     async def get(self, job_id: str, *, wait_s: float = 0) -> Job:
         timeout = wait_s + 30 if wait_s else None
-        body = await self._http.request(
+        body = await self._http.json(
             "GET", f"/v1/jobs/{job_id}", params={"wait_s": wait_s or None}, timeout_s=timeout
         )
         return Job.model_validate(body)
@@ -176,7 +180,7 @@ class AsyncClient:
                 raise WaitTimeout(f"job {job_id} still {job.status.value} after {timeout_s} s", job)
 
     async def cancel(self, job_id: str) -> Job:
-        return Job.model_validate(await self._http.request("POST", f"/v1/jobs/{job_id}/cancel"))
+        return Job.model_validate(await self._http.json("POST", f"/v1/jobs/{job_id}/cancel"))
 
     async def list(
         self,
@@ -187,7 +191,7 @@ class AsyncClient:
         model: str | None = None,
     ) -> JobList:
         params = {"limit": limit, "after": after, "status": status and str(status), "model": model}
-        return JobList.model_validate(await self._http.request("GET", "/v1/jobs", params=params))
+        return JobList.model_validate(await self._http.json("GET", "/v1/jobs", params=params))
 
     async def events(self, job_id: str, *, after: str | None = None) -> AsyncIterator[JobEvent]:
         """The job's events until it ends. A dropped connection resumes after the last
@@ -210,7 +214,7 @@ class AsyncClient:
                     if event.type in _TERMINAL_EVENTS:
                         return
             except (httpx.TransportError, BrokerUnreachable):
-                pass
+                pass  # resumed below from the last event received
             # The stream broke or closed before the job ended: back off, then resume.
             drops += 1
             if drops > _MAX_RESUMES:
@@ -240,19 +244,19 @@ class AsyncClient:
     # keys and fleet
 
     async def create_key(self, role: Role | str, name: str) -> KeyCreated:
-        body = await self._http.request(
+        body = await self._http.json(
             "POST", "/v1/admin/keys", json={"role": str(Role(role)), "name": name}
         )
         return KeyCreated.model_validate(body)
 
     async def workers(self) -> WorkerList:
-        return WorkerList.model_validate(await self._http.request("GET", "/v1/workers"))
+        return WorkerList.model_validate(await self._http.json("GET", "/v1/workers"))
 
     # files and batches (OpenAI's Batch API)
 
     async def upload_batch_file(self, filename: str, text: str) -> FileObject:
         """Uploads JSONL in OpenAI's batch format (purpose `batch`)."""
-        body = await self._http.request(
+        body = await self._http.json(
             "POST",
             "/v1/files",
             files={"file": (filename, text.encode())},
@@ -261,27 +265,27 @@ class AsyncClient:
         return FileObject.model_validate(body)
 
     async def file_text(self, file_id: str) -> str:
-        return await self._http.request_text("GET", f"/v1/files/{file_id}/content")
+        return (await self._http.request("GET", f"/v1/files/{file_id}/content")).text
 
     async def create_batch(
         self, input_file_id: str, endpoint: str, *, metadata: dict[str, str] | None = None
     ) -> Batch:
         spec = BatchCreate(input_file_id=input_file_id, endpoint=endpoint, metadata=metadata)
-        body = await self._http.request(
+        body = await self._http.json(
             "POST", "/v1/batches", json=spec.model_dump(mode="json", exclude_none=True)
         )
         return Batch.model_validate(body)
 
     async def batch(self, batch_id: str) -> Batch:
-        return Batch.model_validate(await self._http.request("GET", f"/v1/batches/{batch_id}"))
+        return Batch.model_validate(await self._http.json("GET", f"/v1/batches/{batch_id}"))
 
     async def cancel_batch(self, batch_id: str) -> Batch:
-        body = await self._http.request("POST", f"/v1/batches/{batch_id}/cancel")
+        body = await self._http.json("POST", f"/v1/batches/{batch_id}/cancel")
         return Batch.model_validate(body)
 
     async def models(self) -> ModelList:
         """Models live workers serve now."""
-        return ModelList.model_validate(await self._http.request("GET", "/v1/models"))
+        return ModelList.model_validate(await self._http.json("GET", "/v1/models"))
 
 
 def _raise_unless_succeeded(job: Job) -> Job:

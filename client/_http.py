@@ -1,14 +1,15 @@
-"""The one place the client sends HTTP: base URL, bearer key, and error mapping.
+"""The one place the client, and the worker through `WorkerAPI`, send HTTP to the broker.
 
-Request/response calls (submit, wait, polls, lease reports: everything but event streams
-and file uploads) go through `Http1Pool` (`_http1.py`): keep-alive HTTP/1.1 connections
-parsed by httptools, about 45 µs of client CPU a call on a 2-core machine, against 230 µs
-through aiohttp and twice that through httpx (docs/benchmarks.md). A job's round trip makes
-three such calls and a worker one per streamed report. Where a proxy applies to the broker's
-URL (`HTTP(S)_PROXY`, `NO_PROXY`) they go through aiohttp, which speaks to proxies. Event
-streams keep httpx, so httpx-sse parses them, and so do multipart uploads. A caller that
-passes its own `httpx.AsyncClient` (a test's ASGI transport, say) has every call sent
-through it.
+Every call goes through one `httpx.AsyncClient`: JSON calls, event streams (httpx-sse) and
+file uploads. Its transport is `Http11Transport` (`_transport.py`), keep-alive HTTP/1.1
+parsed by httptools, which costs a tenth of httpx's default transport in client CPU
+(docs/benchmarks.md). Where a proxy applies to the URL (`HTTP(S)_PROXY`, `NO_PROXY`), the
+client keeps httpx's own transport, which speaks to proxies. A caller that passes its own
+`httpx.AsyncClient` (a test's ASGI transport, say) has every call sent through it.
+
+A submit carries an `Idempotency-Key` (see `AsyncClient.submit_spec`), so the transport may
+send it again on a fresh connection when a reused one closed before the answer: the broker
+returns the same job. Any other POST is never sent twice by the transport.
 """
 
 from __future__ import annotations
@@ -21,41 +22,40 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from ._http1 import Http1Error, Http1Pool
+from ._transport import Http11Transport
 from .errors import BrokerUnreachable, error_for_status
 from .settings import ClientSettings
 
-__all__ = ["Requester", "new_http_client"]
-
-_MAX_CONNECTIONS = 100
+__all__ = ["Requester", "http_client"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+_MAX_CONNECTIONS = 100
 
-def new_http_client(
-    settings: ClientSettings, *, timeout_s: float | None = None
+
+def http_client(
+    url: str,
+    *,
+    timeout_s: float = 60.0,
+    connect_timeout_s: float = 10.0,
+    max_connections: int = 100,
 ) -> httpx.AsyncClient:
+    """An `httpx.AsyncClient` for calls to `url` (a broker, or a worker's backend) on
+    garage's transport, or on httpx's own where a proxy applies to `url`.
+    `max_connections` is per host."""
+    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+    if _proxied(url):
+        return httpx.AsyncClient(timeout=timeout)  # httpx honours the proxy settings
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s or settings.timeout_s, connect=10.0),
-        limits=httpx.Limits(max_connections=_MAX_CONNECTIONS, max_keepalive_connections=20),
+        transport=Http11Transport(max_connections=max_connections), timeout=timeout
     )
 
 
-class _Answer:
-    """What a call got back, whichever library sent it."""
-
-    __slots__ = ("content", "status_code")
-
-    def __init__(self, status_code: int, content: bytes) -> None:
-        self.status_code = status_code
-        self.content = content
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", errors="replace")
+def _proxied(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+        parts.hostname or ""
+    )
 
 
 class Requester:
@@ -67,34 +67,59 @@ class Requester:
         http: httpx.AsyncClient | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        self._settings = settings = ClientSettings()
+        settings = ClientSettings()
         self.url = (url or settings.url).rstrip("/")
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._timeout_s = timeout_s or settings.timeout_s
         self._owns_http = http is None
-        self._http = http
-        # httpx honours HTTP(S)_PROXY and NO_PROXY; so do the others, looked up once:
-        # aiohttp's own trust_env does it again on a thread for every request.
-        self._proxy = _env_proxy(self.url)
-        self.engine = "httpx" if http is not None else _engine(settings.http_engine, self._proxy)
-        self._pool: Http1Pool | None = None  # made on the first call
-        self._session: Any = None  # the aiohttp session, likewise
+        self.http = http or http_client(
+            self.url, timeout_s=timeout_s or settings.timeout_s, max_connections=_MAX_CONNECTIONS
+        )
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The httpx client: event streams, uploads, and every call when it was given."""
-        if self._http is None:
-            self._http = new_http_client(self._settings, timeout_s=self._timeout_s)
-        return self._http
-
-    async def request(self, method: str, path: str, **options: Any) -> Any:
-        """The JSON of the answer (None when empty); an error status raises. `options` are
-        `_send`'s."""
-        answer = await self._send(method, path, **options)
-        if answer.status_code == 204 or not answer.content:
-            return None
-        return answer.json()
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+        files: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The answer, read whole; an error status raises the matching `APIError`, no
+        answer at all `BrokerUnreachable`. `content`: a body already encoded as JSON."""
+        all_headers = {**self.headers, **(headers or {})}
+        if json is not None:
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
+        if content is not None:
+            all_headers["Content-Type"] = "application/json"
+        query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+        extra: dict[str, Any] = {}
+        if timeout_s is not None:
+            extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
+        try:
+            answer = await self.http.request(
+                method,
+                self.url + path,
+                content=content,
+                params=query or None,
+                headers=all_headers,
+                files=files,
+                data=data,
+                **extra,
+            )
+        except httpx.TransportError as exc:
+            raise BrokerUnreachable(f"cannot reach the broker at {self.url}: {_why(exc)}") from exc
+        if answer.status_code >= 400:
+            try:
+                body = answer.json()
+            except ValueError:
+                body = answer.text
+            raise error_for_status(answer.status_code, body)
+        return answer
 
     async def call(
         self,
@@ -112,131 +137,19 @@ class Requester:
         content = None
         if body is not None:
             content = body.model_dump_json(exclude_none=exclude_none).encode()
-        answer = await self._send(
+        answer = await self.request(
             method, path, content=content, headers=headers, timeout_s=timeout_s
         )
         return reply.model_validate_json(answer.content)
 
-    async def request_text(self, method: str, path: str) -> str:
-        return (await self._send(method, path)).text
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content: bytes | None = None,
-        params: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-        timeout_s: float | None = None,
-        files: dict[str, Any] | None = None,
-        data: dict[str, str] | None = None,
-    ) -> _Answer | httpx.Response:
-        """`content`: a body already encoded as JSON, sent instead of `json`."""
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        all_headers = {**self.headers, **(headers or {})}
-        if json is not None:
-            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":")).encode()
-        if content is not None:
-            all_headers["Content-Type"] = "application/json"
-        answer: _Answer | httpx.Response
-        if self.engine != "httpx" and files is None and data is None:
-            send = self._send_http1 if self.engine == "httptools" else self._send_aiohttp
-            answer = await send(
-                method, path, content=content, params=query, headers=all_headers,
-                timeout_s=timeout_s,
-            )  # fmt: skip
-        else:
-            extra: dict[str, Any] = {}
-            if timeout_s is not None:
-                extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
-            try:
-                answer = await self.http.request(
-                    method,
-                    self.url + path,
-                    content=content,
-                    params=query,
-                    headers=all_headers,
-                    files=files,
-                    data=data,
-                    **extra,
-                )
-            except httpx.TransportError as exc:
-                raise BrokerUnreachable(f"{method} {self.url}{path}: {exc!r}") from exc
-        if answer.status_code >= 400:
-            try:
-                body = answer.json()
-            except ValueError:
-                body = answer.text
-            raise error_for_status(answer.status_code, body)
-        return answer
-
-    async def _send_http1(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: bytes | None,
-        params: dict[str, Any],
-        headers: dict[str, str],
-        timeout_s: float | None,
-    ) -> _Answer:
-        if self._pool is None:
-            self._pool = Http1Pool(self.url, limit=_MAX_CONNECTIONS)
-        query = urllib.parse.urlencode({k: _query_value(v) for k, v in params.items()})
-        try:
-            status, body = await self._pool.send(
-                method, path, query=query, headers=headers, body=content,
-                timeout_s=timeout_s or self._timeout_s,
-            )  # fmt: skip
-        except (Http1Error, TimeoutError) as exc:
-            raise BrokerUnreachable(f"{method} {self.url}{path}: {exc!r}") from exc
-        return _Answer(status, body)
-
-    async def _send_aiohttp(
-        self,
-        method: str,
-        path: str,
-        *,
-        content: bytes | None,
-        params: dict[str, Any],
-        headers: dict[str, str],
-        timeout_s: float | None,
-    ) -> _Answer:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS),
-                timeout=aiohttp.ClientTimeout(total=self._timeout_s, connect=10.0),
-            )
-        options: dict[str, Any] = {}
-        if timeout_s is not None:
-            options["timeout"] = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
-        try:
-            async with self._session.request(
-                method,
-                self.url + path,
-                data=content,
-                params={k: _query_value(v) for k, v in params.items()},
-                headers=headers,
-                proxy=self._proxy,
-                **options,
-            ) as response:
-                return _Answer(response.status, await response.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BrokerUnreachable(f"{method} {self.url}{path}: {exc!r}") from exc
+    async def json(self, method: str, path: str, **options: Any) -> Any:
+        """The answer's JSON (None when it has no body); `options` are `request`'s."""
+        answer = await self.request(method, path, **options)
+        return answer.json() if answer.content else None
 
     async def aclose(self) -> None:
-        if not self._owns_http:
-            return
-        if self._pool is not None:
-            await self._pool.aclose()
-        if self._session is not None:
-            await self._session.close()
-        if self._http is not None:
-            await self._http.aclose()
+        if self._owns_http:
+            await self.http.aclose()
 
 
 def _query_value(value: Any) -> str:
@@ -245,32 +158,16 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _env_proxy(url: str) -> str | None:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
-        return None
-    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
-
-
-def _engine(setting: str, proxy: str | None) -> str:
-    """What sends request/response calls, for `GARAGE_HTTP_ENGINE=setting`."""
-    if setting == "aiohttp" and not _has_aiohttp():
-        raise RuntimeError("GARAGE_HTTP_ENGINE=aiohttp, but aiohttp is not installed")
-    if setting == "httptools" and proxy is not None:
-        where = urllib.parse.urlsplit(proxy).hostname  # not the URL: it may hold a password
-        raise RuntimeError(
-            f"GARAGE_HTTP_ENGINE=httptools does not speak to proxies, and one applies ({where})"
-        )
-    if setting != "auto":
-        return setting
-    if proxy is None:
-        return "httptools"
-    return "aiohttp" if _has_aiohttp() else "httpx"
-
-
-def _has_aiohttp() -> bool:
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _why(exc: httpx.TransportError) -> str:
+    """What went wrong, in words: httpx's messages are often empty (a timeout)."""
+    kind = {
+        httpx.ConnectTimeout: "connecting timed out",
+        httpx.ReadTimeout: "no answer in time",
+        httpx.WriteTimeout: "sending timed out",
+        httpx.PoolTimeout: "no free connection in time",
+        httpx.ConnectError: "connection refused or host unknown",
+    }.get(type(exc))
+    detail = str(exc).strip()
+    if kind and detail:
+        return f"{kind} ({detail})"
+    return kind or detail or type(exc).__name__

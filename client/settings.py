@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -16,10 +14,3 @@ class ClientSettings(BaseSettings):
     url: str = Field("http://127.0.0.1:8080", description="Base URL of the broker.")
     api_key: SecretStr | None = Field(None, description="Bearer key for the broker.")
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request, seconds.")
-    http_engine: Literal["auto", "httptools", "aiohttp", "httpx"] = Field(
-        "auto",
-        description="What sends request/response calls: 'httptools' (garage's own "
-        "keep-alive connections, the cheapest; no proxies), 'aiohttp', 'httpx', or 'auto': "
-        "httptools, or aiohttp where a proxy applies to the broker's URL. Event streams "
-        "and uploads always go through httpx.",
-    )

@@ -18,6 +18,7 @@ from .batches import (
     BatchError,
     BatchErrors,
     BatchList,
+    BatchListQuery,
     BatchRequestCounts,
     BatchStatus,
 )
@@ -33,12 +34,16 @@ from .events import (
 )
 from .files import FileDeleted, FileList, FileObject
 from .jobs import (
+    MAX_WAIT_S,
     TERMINAL_STATUSES,
     Job,
     JobCreate,
     JobError,
+    JobEventsQuery,
     JobList,
+    JobListQuery,
     JobStatus,
+    JobWaitQuery,
     Kind,
     Lane,
     Timings,
@@ -46,6 +51,7 @@ from .jobs import (
 )
 from .keys import KeyCreate, KeyCreated, KeyInfo, Role
 from .models import ModelCard, ModelList
+from .openai import InferenceRequest, StreamOptions
 from .workers import (
     CompleteReport,
     FailReport,
@@ -70,12 +76,14 @@ __all__ = [
     "BATCH_ENDPOINTS",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BATCH_REQUESTS",
+    "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Batch",
     "BatchCreate",
     "BatchError",
     "BatchErrors",
     "BatchList",
+    "BatchListQuery",
     "BatchRequestCounts",
     "BatchStatus",
     "CompleteReport",
@@ -92,13 +100,17 @@ __all__ = [
     "GpuInfo",
     "Health",
     "HealthState",
+    "InferenceRequest",
     "Job",
     "JobCreate",
     "JobError",
     "JobErrorType",
     "JobEvent",
+    "JobEventsQuery",
     "JobList",
+    "JobListQuery",
     "JobStatus",
+    "JobWaitQuery",
     "KeyCreate",
     "KeyCreated",
     "KeyInfo",
@@ -114,6 +126,7 @@ __all__ = [
     "RestartEvent",
     "Role",
     "StatusEvent",
+    "StreamOptions",
     "Timings",
     "Usage",
     "WorkerInfo",

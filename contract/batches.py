@@ -18,6 +18,7 @@ __all__ = [
     "BatchError",
     "BatchErrors",
     "BatchList",
+    "BatchListQuery",
     "BatchRequestCounts",
     "BatchStatus",
 ]
@@ -92,3 +93,10 @@ class BatchList(Out):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+
+
+class BatchListQuery(In):
+    """`GET /v1/batches?limit=&after=`."""
+
+    limit: int = Field(20, ge=1, le=100)
+    after: str | None = Field(None, max_length=64, description="Last id of the previous page.")

@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     cancelled = "cancelled"  # cancelled by its owner (or its client went away)
     start_deadline_exceeded = "start_deadline_exceeded"  # no worker started it in time
     deadline_exceeded = "deadline_exceeded"  # it ran past its deadline
+    attempts_exhausted = "attempts_exhausted"  # its last attempt's lease ran out
     worker_lost = "worker_lost"  # the worker was lost after text was already streamed
     job_failed = "job_failed"  # the backend or the worker failed it
     batch_cancelled = "batch_cancelled"  # its batch was cancelled before it ran
@@ -55,6 +56,7 @@ class JobErrorType(StrEnum):
     backend_unavailable = "backend_unavailable"  # the backend failed or was unreachable
     worker_error = "worker_error"  # the worker itself failed
     handback = "handback"  # the worker gave the job back unfinished (not an attempt)
+    lease_expired = "lease_expired"  # the worker stopped reporting (lost, or cut off)
     cancelled = "cancelled"
     expired = "expired"
     timeout = "timeout"

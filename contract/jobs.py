@@ -11,12 +11,16 @@ from pydantic import Field, model_validator
 from ._base import In, Out
 
 __all__ = [
+    "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Job",
     "JobCreate",
     "JobError",
+    "JobEventsQuery",
     "JobList",
+    "JobListQuery",
     "JobStatus",
+    "JobWaitQuery",
     "Kind",
     "Lane",
     "Timings",
@@ -173,3 +177,27 @@ class JobList(Out):
     data: list[Job]
     has_more: bool = False
     last_id: str | None = None
+
+
+MAX_WAIT_S = 60.0  # the longest a request may wait for a job's end
+
+
+class JobWaitQuery(In):
+    """`GET /v1/jobs/{id}?wait_s=`."""
+
+    wait_s: float = Field(0, ge=0, le=MAX_WAIT_S, description="Wait up to this long for the end.")
+
+
+class JobListQuery(In):
+    """`GET /v1/jobs?limit=&after=&status=&model=`."""
+
+    limit: int = Field(20, ge=1, le=100)
+    after: str | None = Field(None, max_length=64, description="Last id of the previous page.")
+    status: JobStatus | None = None
+    model: str | None = Field(None, max_length=256)
+
+
+class JobEventsQuery(In):
+    """`GET /v1/jobs/{id}/events?after=` (or the `Last-Event-ID` header)."""
+
+    after: str | None = Field(None, max_length=64, description="Resume after this event id.")

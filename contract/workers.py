@@ -95,10 +95,19 @@ class PollReply(Out):
 
 
 class LeaseReport(In):
-    """Streamed text and/or a heartbeat; renews the lease."""
+    """Streamed text and/or a heartbeat; renews the lease.
+
+    A report may be sent again after a broken connection: with `seq`, the broker appends
+    its text once however often it arrives, so a retry never doubles streamed text."""
 
     lease_token: str = Field(min_length=1, max_length=128)
     text: str = Field("", description="Text produced since the last report, in order.")
+    seq: int | None = Field(
+        None,
+        ge=1,
+        description="This report's number within the lease (1, 2, ...); a report whose "
+        "number is not above the last one applied renews the lease and adds no text.",
+    )
 
 
 class CompleteReport(In):

@@ -67,7 +67,12 @@ class LeaseReporter:
             self._dirty.clear()
             if self._closing:
                 return
-            report = LeaseReport(lease_token=self._lease.lease_token, text=self.take_text())
+            # Numbered, so a report sent again after a broken connection adds its text once.
+            report = LeaseReport(
+                lease_token=self._lease.lease_token,
+                text=self.take_text(),
+                seq=self.reports_sent + 1,
+            )
             try:
                 async for attempt in broker_retrying("report", max_wait_s=5.0):
                     with attempt:

@@ -2,38 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from pydantic import TypeAdapter
+from starlette.responses import Response
 
 from garage.contract import KeyCreate, KeyCreated, KeyInfo, Role
 
-from ..deps import BrokerDep, Caller
 from ..errors import NotFound
+from ..routing import Call, Endpoint, json_response
 
-__all__ = ["router"]
+__all__ = ["endpoints"]
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+_KEY_LIST = TypeAdapter(list[KeyInfo])
 
 
-@router.post("/keys", status_code=201, response_model=KeyCreated)
-async def create_key(body: KeyCreate, broker: BrokerDep, caller: Caller) -> KeyCreated:
+async def create_key(call: Call[KeyCreate, None]) -> Response:
     """Creates a key; the secret is in this response only."""
-    caller.require(Role.admin)
-    return await broker.store.apikeys.create(body.role, body.name)
+    created = await call.broker.store.apikeys.create(call.body.role, call.body.name)
+    return json_response(created, status_code=201)
 
 
-@router.get("/keys", response_model=list[KeyInfo])
-async def list_keys(broker: BrokerDep, caller: Caller) -> list[KeyInfo]:
-    caller.require(Role.admin)
-    return await broker.store.apikeys.list()
+async def list_keys(call: Call[None, None]) -> Response:
+    keys = await call.broker.store.apikeys.list()
+    return Response(_KEY_LIST.dump_json(keys), media_type="application/json")
 
 
-@router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(
-    key_id: Annotated[str, Path(max_length=64)], broker: BrokerDep, caller: Caller
-) -> None:
-    caller.require(Role.admin)
-    if not await broker.store.apikeys.revoke(key_id):
+async def revoke_key(call: Call[None, None]) -> Response:
+    key_id = call.path["key_id"]
+    if not await call.broker.store.apikeys.revoke(key_id):
         raise NotFound(f"no key {key_id!r}", param="key_id")
-    broker.auth.forget(key_id)
+    call.broker.auth.forget(key_id)
+    return Response(status_code=204)
+
+
+_TAGS = ("admin",)
+endpoints = [
+    Endpoint("POST", "/v1/admin/keys", create_key, "Create a key", _TAGS, Role.admin,
+             body=KeyCreate, reply=KeyCreated, status_code=201),
+    Endpoint("GET", "/v1/admin/keys", list_keys, "List keys", _TAGS, Role.admin),
+    Endpoint("DELETE", "/v1/admin/keys/{key_id}", revoke_key, "Revoke a key", _TAGS, Role.admin,
+             status_code=204),
+]  # fmt: skip

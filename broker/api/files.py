@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, File, Form, Path, UploadFile
-from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
 
 from garage.contract import (
     MAX_BATCH_FILE_BYTES,
@@ -15,76 +13,88 @@ from garage.contract import (
     Role,
 )
 
-from ..auth import Principal
-from ..deps import Broker, BrokerDep, Caller
-from ..errors import BadRequest, NotFound, PayloadTooLarge
-from ..responses import model_response
+from ..errors import BadRequest, NotFound
+from ..routing import Call, Endpoint, json_response
 
-__all__ = ["router"]
+__all__ = ["endpoints"]
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+_UPLOAD_FORM = {
+    "type": "object",
+    "required": ["file", "purpose"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "JSONL, one request a line."},
+        "purpose": {"type": "string", "enum": ["batch"]},
+    },
+}
 
-FileId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
-
-async def own_file(broker: Broker, caller: Principal, file_id: str) -> FileObject:
+async def _own_file(call: Call[None, None]) -> FileObject:
     """The caller's file (any file for an admin); everyone else's is 404."""
-    caller.require(Role.user)
-    found = await broker.store.files.get(file_id)
-    if found is None or not caller.can_see(found[0]):
+    file_id = call.path["file_id"]
+    found = await call.broker.store.files.get(file_id)
+    if found is None or not call.caller.can_see(found[0]):
         raise NotFound(f"no file {file_id!r}", param="file_id")
     return found[1]
 
 
-@router.post("", response_model=FileObject)
-async def upload_file(
-    broker: BrokerDep,
-    caller: Caller,
-    file: Annotated[UploadFile, File(description="JSONL, one request per line.")],
-    purpose: Annotated[str, Form()],
-) -> Response:
+async def upload_file(call: Call[None, None]) -> Response:
     """Uploads a batch input file (purpose `batch`, JSONL, at most 200 MB)."""
-    caller.require(Role.user)
-    if purpose != "batch":
-        raise BadRequest(f"purpose {purpose!r} is not supported; use 'batch'", param="purpose")
-    data = await file.read(MAX_BATCH_FILE_BYTES + 1)
-    if len(data) > MAX_BATCH_FILE_BYTES:
-        raise PayloadTooLarge(f"a batch file holds at most {MAX_BATCH_FILE_BYTES} bytes")
+    form = await call.request.form()
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"the file is not UTF-8 text: {exc}", param="file") from exc
-    stored = await broker.store.files.create(
-        caller.id, file.filename or "upload.jsonl", purpose, text
-    )
-    return model_response(stored)
+        purpose, file = form.get("purpose"), form.get("file")
+        if purpose != "batch":
+            raise BadRequest(f"purpose {purpose!r} is not supported; use 'batch'", param="purpose")
+        if not isinstance(file, UploadFile):
+            raise BadRequest("the form needs a 'file' part with the JSONL", param="file")
+        try:
+            text = (await file.read()).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the file is not UTF-8 text: {exc}", param="file") from exc
+        stored = await call.broker.store.files.create(
+            call.caller.id, file.filename or "upload.jsonl", purpose, text
+        )
+    finally:
+        await form.close()
+    return json_response(stored)
 
 
-@router.get("", response_model=FileList)
-async def list_files(broker: BrokerDep, caller: Caller) -> Response:
-    caller.require(Role.user)
-    return model_response(FileList(data=await broker.store.files.list(caller.id)))
+async def list_files(call: Call[None, None]) -> Response:
+    return json_response(FileList(data=await call.broker.store.files.list(call.caller.id)))
 
 
-@router.get("/{file_id}", response_model=FileObject)
-async def get_file(file_id: FileId, broker: BrokerDep, caller: Caller) -> Response:
-    return model_response(await own_file(broker, caller, file_id))
+async def get_file(call: Call[None, None]) -> Response:
+    return json_response(await _own_file(call))
 
 
-@router.get("/{file_id}/content", response_class=Response)
-async def file_content(file_id: FileId, broker: BrokerDep, caller: Caller) -> Response:
+async def file_content(call: Call[None, None]) -> Response:
     """The file as it was uploaded or written (JSONL)."""
-    await own_file(broker, caller, file_id)
-    text = await broker.store.files.text(file_id)
+    described = await _own_file(call)
+    text = await call.broker.store.files.text(described.id)
     if text is None:
-        raise NotFound(f"no file {file_id!r}", param="file_id")
+        raise NotFound(f"no file {described.id!r}", param="file_id")
     return Response(text, media_type="application/octet-stream")
 
 
-@router.delete("/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: FileId, broker: BrokerDep, caller: Caller) -> Response:
-    await own_file(broker, caller, file_id)
-    found = await broker.store.files.get(file_id)
-    owner = found[0] if found else caller.id
-    deleted = await broker.store.files.delete(owner, file_id)
-    return model_response(FileDeleted(id=file_id, deleted=deleted))
+async def delete_file(call: Call[None, None]) -> Response:
+    described = await _own_file(call)
+    found = await call.broker.store.files.get(described.id)
+    owner = found[0] if found else call.caller.id
+    deleted = await call.broker.store.files.delete(owner, described.id)
+    return json_response(FileDeleted(id=described.id, deleted=deleted))
+
+
+_TAGS = ("files",)
+endpoints = [
+    Endpoint("POST", "/v1/files", upload_file, "Upload a batch input file", _TAGS, Role.user,
+             reply=FileObject, form=_UPLOAD_FORM,
+             # the file may be far larger than any request (plus the multipart framing)
+             max_body_bytes=MAX_BATCH_FILE_BYTES + 1024 * 1024),
+    Endpoint("GET", "/v1/files", list_files, "List your files", _TAGS, Role.user,
+             reply=FileList),
+    Endpoint("GET", "/v1/files/{file_id}", get_file, "Describe a file", _TAGS, Role.user,
+             reply=FileObject),
+    Endpoint("GET", "/v1/files/{file_id}/content", file_content, "Download a file", _TAGS,
+             Role.user, media_type="application/octet-stream"),
+    Endpoint("DELETE", "/v1/files/{file_id}", delete_file, "Delete a file", _TAGS, Role.user,
+             reply=FileDeleted),
+]  # fmt: skip

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import Response
+from starlette.responses import Response
 
 from garage.contract import ModelCard, ModelList, Role
 
-from ..deps import BrokerDep, Caller
-from ..responses import model_response
+from ..routing import Call, Endpoint, json_response
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["models"])
+__all__ = ["endpoints"]
 
 
-@router.get("/v1/models", response_model=ModelList)
-async def list_models(broker: BrokerDep, caller: Caller) -> Response:
+async def list_models(call: Call[None, None]) -> Response:
     """Models served by live workers that are not critical, with how many serve each."""
-    caller.require(Role.user)
-    served = await broker.store.fleet.models()
+    served = await call.broker.store.fleet.models()
     cards = [ModelCard(id=model, workers=count) for model, count in sorted(served.items())]
-    return model_response(ModelList(data=cards))
+    return json_response(ModelList(data=cards))
+
+
+endpoints = [
+    Endpoint("GET", "/v1/models", list_models, "Models served by live workers", ("models",),
+             Role.user, reply=ModelList),
+]  # fmt: skip

@@ -1,32 +1,29 @@
-"""Probes for orchestrators (liveness, readiness), Prometheus metrics, and the fleet
-dashboard page at `/` (static HTML that reads `/v1/workers` with the key you give it)."""
+"""Probes for orchestrators (liveness, readiness), Prometheus metrics, the fleet dashboard
+page at `/` (static HTML that reads `/v1/workers` with the key you give it), and the
+OpenAPI document."""
 
 from __future__ import annotations
 
 from importlib import resources
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from garage.contract import Role
 
-from ..deps import BrokerDep, Caller
+from ..routing import Call, Endpoint
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["ops"])
+__all__ = ["endpoints"]
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+async def healthz(call: Call[None, None]) -> Response:
     """The process is up."""
-    return {"status": "ok"}
+    return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz")
-async def readyz(broker: BrokerDep) -> JSONResponse:
+async def readyz(call: Call[None, None]) -> Response:
     """Redis answers and this process's pub/sub subscription is live."""
+    broker = call.broker
     try:
         redis_ok = await broker.store.ping()
     except Exception:  # any Redis failure means not ready; the probe must answer anyway
@@ -41,18 +38,27 @@ async def readyz(broker: BrokerDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
-async def metrics(broker: BrokerDep, caller: Caller) -> Response:
+async def metrics(call: Call[None, None]) -> Response:
     """Prometheus text exposition: this process's counters and the store-wide gauges.
     Needs an admin key (Prometheus: `authorization: {credentials: <key>}`), since model
     names and load are nobody else's business on a broker open to the internet."""
-    caller.require(Role.admin)
+    broker = call.broker
     body = await broker.metrics.render(broker.store, len(broker.notifier.polls))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def dashboard() -> HTMLResponse:
+async def dashboard(call: Call[None, None]) -> Response:
     """The fleet dashboard: workers, their health and GPUs, and the models served."""
     page = resources.files("garage.broker").joinpath("static/dashboard.html")
     return HTMLResponse(page.read_text(encoding="utf-8"))
+
+
+_TAGS = ("ops",)
+endpoints = [
+    Endpoint("GET", "/healthz", healthz, "Liveness", _TAGS, None),
+    Endpoint("GET", "/readyz", readyz, "Readiness: Redis and pub/sub", _TAGS, None),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics", _TAGS, Role.admin,
+             media_type=CONTENT_TYPE_LATEST),
+    Endpoint("GET", "/", dashboard, "The fleet dashboard", _TAGS, None, media_type="text/html",
+             documented=False),
+]  # fmt: skip

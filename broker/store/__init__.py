@@ -17,9 +17,8 @@ from typing import Any
 from ..clock import Clock
 from .apikeys import ApiKeyStore
 from .batches import BatchStore
+from .cancellation import honour_cancellation
 from .channels import OnMessage, OnSubscribed, Subscriber
-from .command_channel import CommandChannel
-from .connections import connection_pool
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -28,7 +27,7 @@ from .jobs import JobStore
 from .leases import LeaseStore
 from .scripts import Scripts
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "honour_cancellation", "open_store"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ class Store:
     files: FileStore
     batches: BatchStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
-    channel: CommandChannel | None = None  # where script calls go, when not through `redis`
 
     @classmethod
     def on(
@@ -56,10 +54,9 @@ class Store:
         retention_ms: int,
         worker_alive_ms: int,
         kind: str = "redis",
-        channel: CommandChannel | None = None,
     ) -> Store:
-        """The store on `redis`; with `channel`, every script call goes over it."""
-        scripts = Scripts(redis, channel)
+        """The store on a redis-py (or fakeredis) asyncio client."""
+        scripts = Scripts(redis)
         jobs = JobStore(redis, scripts, clock, retention_ms=retention_ms)
         files = FileStore(redis, clock, retention_ms=retention_ms)
         return cls(
@@ -72,7 +69,6 @@ class Store:
             files=files,
             batches=BatchStore(redis, scripts, clock, jobs, files, retention_ms=retention_ms),
             kind=kind,
-            channel=channel,
         )
 
     @classmethod
@@ -86,12 +82,12 @@ class Store:
         worker_alive_ms: int,
         max_connections: int = 256,
     ) -> Store:
-        """The store on the Redis at `redis_url`: a pool of redis-py connections, and the
-        command channel every script call shares. Past `max_connections` a request waits
-        for a free connection instead of failing. Close it with `aclose`."""
+        """The store on the Redis at `redis_url`, through a pool of redis-py connections.
+        Past `max_connections` a request waits for a free connection instead of failing.
+        Close it with `aclose`."""
         import redis.asyncio as aioredis
 
-        pool = connection_pool(
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections, timeout=30, decode_responses=True
         )
         return cls.on(
@@ -100,12 +96,9 @@ class Store:
             lease_ms=lease_ms,
             retention_ms=retention_ms,
             worker_alive_ms=worker_alive_ms,
-            channel=CommandChannel(pool),
         )
 
     async def aclose(self) -> None:
-        if self.channel is not None:
-            await self.channel.aclose()
         await self.redis.aclose()
 
     def subscriber(

@@ -19,7 +19,10 @@ from garage.contract import (
     BatchCreate,
     BatchRequestCounts,
     BatchStatus,
+    ErrorCode,
     JobCreate,
+    JobError,
+    JobErrorType,
 )
 
 from ..clock import Clock
@@ -35,9 +38,9 @@ logger = logging.getLogger(__name__)
 
 _WINDOW_MS = 24 * 3600 * 1000
 _READ_CHUNK = 1000
-_CANCEL_ERROR = json.dumps(
-    {"message": "the batch was cancelled", "type": "cancelled", "code": "batch_cancelled"}
-)
+_CANCEL_ERROR = JobError(
+    message="the batch was cancelled", type=JobErrorType.cancelled, code=ErrorCode.batch_cancelled
+).model_dump_json()
 _TIMESTAMPS = (
     "created", "in_progress", "expires", "finalizing", "completed", "failed", "expired",
     "cancelling", "cancelled",

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import keys
+from .cancellation import honour_cancellation
 
 __all__ = ["OnMessage", "OnSubscribed", "Subscriber"]
 
@@ -43,6 +44,7 @@ class Subscriber:
             self._pubsub = self._redis.pubsub()
             try:
                 await self._pubsub.subscribe(*self._channels)
+                honour_cancellation()  # else the read below would hold on for 30 s
                 self.connected.set()
                 while True:
                     message = await self._pubsub.get_message(timeout=30.0)

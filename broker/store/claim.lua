@@ -55,7 +55,7 @@ for _, lane in ipairs({'interactive', 'batch'}) do
         local token = ARGV[first_token + taken - 1]
         redis.call('HSET', key, 'status', 'running', 'attempt', attempt,
           'lease_token', token, 'lease_owner', owner, 'worker', worker_id,
-          'started_ms', now_ms, 'first_token_ms', '')
+          'started_ms', now_ms, 'first_token_ms', '', 'report_seq', '')
         redis.call('ZADD', LEASES, now_ms + lease_ms, best)
         redis.call('ZREM', START_DEADLINES, best)
         emit(best, {type = 'status', status = 'running', attempt = attempt,

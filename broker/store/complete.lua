@@ -3,11 +3,14 @@
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 result JSON, 6 usage JSON|'',
 --       7 worker timings JSON|'', 8 trailing text, 9 retention_ms, 10 '1' to return the job,
 --       11 the calling broker's process id
--- Returns 'ok', 'ended', 'stale' or 'gone' as report.lua does; with ARGV[10] = '1', an
--- accepted result returns {'ok', the finished job's fields as HGETALL lists them}.
+-- Returns 'ok', 'ended', 'stale' or 'gone' as report.lua does, or 'repeated' when this
+-- lease's result was accepted already (the worker sent it again after a broken
+-- connection); with ARGV[10] = '1', an accepted result returns {'ok', the finished job's
+-- fields as HGETALL lists them}.
 local id, now_ms, result, usage = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'started_ms',
   'created_ms'})
+if reply == 'ended' and j[1] == 'succeeded' then return 'repeated' end  -- sent again
 if reply then return reply end
 local attempt = tonumber(j[4])
 if ARGV[8] ~= '' then emit(id, {type = 'delta', attempt = attempt, text = ARGV[8]}) end

@@ -5,9 +5,11 @@
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 error JSON, 6 retryable 0|1,
 --       7 handback 0|1, 8 retention_ms, 9 reason for readers of the stream,
 --       10 the calling broker's process id
--- Returns 'requeued', 'failed', or 'ended', 'stale', 'gone' as report.lua does.
+-- Returns 'requeued', 'failed', or 'ended', 'stale', 'gone' as report.lua does, or
+-- 'repeated' when this lease's failure ended the job already (a report sent again).
 local id, now_ms = ARGV[1], tonumber(ARGV[4])
 local j, reply = check_lease(id, ARGV[2], ARGV[3], {'max_attempts'})
+if reply == 'ended' and j[1] == 'failed' then return 'repeated' end  -- sent again
 if reply then return reply end
 local attempt, max_attempts = tonumber(j[4]), tonumber(j[6])
 if ARGV[7] == '1' then

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from garage.contract import Job, JobCreate, JobStatus, Lease
+from garage.contract import ErrorCode, Job, JobCreate, JobError, JobErrorType, JobStatus, Lease
 
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_token
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submission", "Submitted", "new_job_id"]
+__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submitted", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_SCAN = 10_000  # index entries one listing reads at most when filters skip many
 
-_CANCEL_ERROR = json.dumps(
-    {"message": "the job was cancelled", "type": "cancelled", "code": "cancelled"}
-)
+_CANCEL_ERROR = JobError(
+    message="the job was cancelled", type=JobErrorType.cancelled, code=ErrorCode.cancelled
+).model_dump_json()
 
 
 @dataclass(frozen=True)
@@ -33,42 +33,6 @@ class LeaseTarget:
     worker_id: str
     lease_owner: str
     lease_ms: int
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A job ready to be written by `submit.lua`: the script's arguments, what the job is
-    made of, and the lease it will be created under (if any)."""
-
-    args: list[Any]
-    owner: str
-    spec: JobCreate
-    job_id: str
-    now_ms: int
-    request: dict[str, Any]  # the spec's request with its model filled in
-    lease: Lease | None = None
-    worker_id: str | None = None  # the lease's worker
-
-    def job(self) -> Job:
-        """The job as `submit.lua` creates it."""
-        spec, leased = self.spec, self.lease is not None
-        return Job(
-            id=self.job_id,
-            owner=self.owner,
-            model=spec.model,
-            kind=spec.kind,
-            lane=spec.lane,
-            request=self.request,
-            status=JobStatus.running if leased else JobStatus.queued,
-            attempt=1 if leased else 0,
-            max_attempts=spec.max_attempts,
-            created_at=from_ms(self.now_ms),
-            started_at=from_ms(self.now_ms) if leased else None,
-            start_deadline_at=from_ms(_deadline(self.now_ms, spec.start_timeout_s)),
-            deadline_at=from_ms(_deadline(self.now_ms, spec.timeout_s)),
-            worker=self.worker_id,
-            metadata=spec.metadata,
-        )
 
 
 @dataclass(frozen=True)
@@ -86,10 +50,6 @@ class Submitted:
 class CancelOutcome:
     found: bool
     status: JobStatus | None  # the status after the call
-
-
-async def _ready(value: Any) -> Any:
-    return value
 
 
 # Hash fields that hold JSON text, copied into the job's JSON as they are.
@@ -151,43 +111,45 @@ class JobStore:
         lease_to: LeaseTarget | None = None,
         watcher: str = "",
     ) -> Submitted:
-        """Queues the job under `job_id` (a fresh id when None), or with `lease_to` leases
-        it straight to that worker; an idempotency key that matches an earlier job returns
-        that job instead. `watcher` is the process id of a broker that waits for the end."""
-        return await self.write(
-            self.prepare(
-                owner,
-                spec,
-                idempotency_key=idempotency_key,
-                job_id=job_id,
-                lease_to=lease_to,
-                watcher=watcher,
-            )
-        )
-
-    def prepare(
-        self,
-        owner: str,
-        spec: JobCreate,
-        *,
-        idempotency_key: str | None = None,
-        job_id: str | None = None,
-        lease_to: LeaseTarget | None = None,
-        watcher: str = "",
-    ) -> Submission:
-        """Everything `write` sends, and with `lease_to` the lease it creates, without I/O:
-        so a broker can hand that lease to a parked poll while the script is under way (the
-        job itself is built only once the script has answered)."""
+        """Queues the job under `job_id` (a fresh id when None), or with `lease_to` creates
+        it leased to that worker; an idempotency key that matches an earlier job of the
+        owner returns that job instead (and leases nothing). `watcher` is the process id
+        of a broker that waits for the end."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         request = {**spec.request, "model": spec.model}
         args = self._submit_args(owner, spec, job_id, now_ms, request, idem=idem, watcher=watcher)
-        submission = Submission(args, owner, spec, job_id, now_ms, request)
+        token = new_token() if lease_to is not None else ""
+        if lease_to is not None:
+            args[15:19] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
+        found_id, created, flat = await self._scripts.submit(args=args)
+        if not int(created):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Submitted(job=job_from_hash(fields), created=False)
+        logger.info(
+            "job.submitted", extra={"job_id": found_id, "model": spec.model, "lane": spec.lane}
+        )
+        deadline_ms = _deadline(now_ms, spec.timeout_s)
+        job = Job(
+            id=job_id,
+            owner=owner,
+            model=spec.model,
+            kind=spec.kind,
+            lane=spec.lane,
+            request=request,
+            status=JobStatus.running if lease_to else JobStatus.queued,
+            attempt=1 if lease_to else 0,
+            max_attempts=spec.max_attempts,
+            created_at=from_ms(now_ms),
+            started_at=from_ms(now_ms) if lease_to else None,
+            start_deadline_at=from_ms(_deadline(now_ms, spec.start_timeout_s)),
+            deadline_at=from_ms(deadline_ms),
+            worker=lease_to.worker_id if lease_to else None,
+            metadata=spec.metadata,
+        )
         if lease_to is None:
-            return submission
-        token = new_token()
-        args[15:19] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
+            return Submitted(job=job, created=True)
         lease = Lease(
             job_id=job_id,
             lease_token=token,
@@ -197,35 +159,9 @@ class JobStore:
             lane=spec.lane,
             request=request,
             lease_s=lease_to.lease_ms / 1000,
-            deadline_at=from_ms(_deadline(now_ms, spec.timeout_s)),
+            deadline_at=from_ms(deadline_ms),
         )
-        return replace(submission, lease=lease, worker_id=lease_to.worker_id)
-
-    async def write(self, submission: Submission) -> Submitted:
-        """Runs `submit.lua` for a prepared submission."""
-        return await self._written(submission, self._scripts.submit(args=submission.args))
-
-    async def send(self, submission: Submission) -> Awaitable[Submitted]:
-        """Sends `submit.lua` for a prepared submission and returns, with the awaitable of
-        its outcome, once every script this process calls later runs after it in Redis:
-        at once over the command channel, else when it has run."""
-        sent = self._scripts.submit(args=submission.args)
-        if not self._scripts.in_order:
-            reply = await sent
-            sent = _ready(reply)
-        return self._written(submission, sent)
-
-    async def _written(self, submission: Submission, sent: Awaitable[Any]) -> Submitted:
-        found_id, created, flat = await sent
-        if not int(created):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Submitted(job=job_from_hash(fields), created=False)
-        job = submission.job()
-        logger.info(
-            "job.submitted",
-            extra={"job_id": found_id, "model": job.model, "lane": job.lane.value},
-        )
-        return Submitted(job=job, created=True, lease=submission.lease)
+        return Submitted(job=job, created=True, lease=lease)
 
     async def submit_many(
         self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500

@@ -32,6 +32,7 @@ class ReportOutcome(StrEnum):
     requeued = "requeued"  # a failure that sent the job back to its queue
     failed = "failed"  # a failure that ended the job
     ended = "ended"  # the job was cancelled or has ended: the worker stops
+    repeated = "repeated"  # a final report this lease already made, sent again: no change
     stale = "stale"  # the token is not the job's current lease: 409, nothing changed
     gone = "gone"  # no such job (never existed, or expired after retention)
 
@@ -110,9 +111,9 @@ class LeaseStore:
         return leases
 
     async def report(
-        self, job_id: str, *, token: str, lease_owner: str, text: str = ""
+        self, job_id: str, *, token: str, lease_owner: str, text: str = "", seq: int | None = None
     ) -> ReportOutcome:
-        """Renews the lease and appends streamed text."""
+        """Renews the lease and appends streamed text (once per `seq`, when given)."""
         outcome = await self._scripts.report(
             args=[
                 job_id,
@@ -122,6 +123,7 @@ class LeaseStore:
                 self.lease_ms,
                 text,
                 self._retention_ms,
+                "" if seq is None else seq,
             ]
         )
         return ReportOutcome(outcome)

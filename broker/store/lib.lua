@@ -1,5 +1,6 @@
 -- Shared prelude, prepended to every script by scripts.py. The __NAME__ placeholders are
--- filled from keys.py at load time, so key names live in one place.
+-- filled at load time from keys.py (key names) and garage.contract's ErrorCode
+-- (__CODE_*__) and JobErrorType (__TYPE_*__), so each lives in one place.
 --
 -- Key map (all under garage:):
 --   job:{id}          HASH    the job's fields (status, attempt, lease_token, ...)
@@ -111,13 +112,15 @@ local function requeue(id, reason)
 end
 
 -- Checks that a report comes from the holder of the job's current lease. Returns the
--- job's fields on success, or the reply to give: 'gone', 'stale' (409) or 'ended'.
+-- job's fields (status, lease_token, lease_owner, attempt, deadline_ms, then `extra`) and
+-- on refusal the reply to give: 'gone', 'stale' (409), or 'ended' (the job ended while
+-- this lease held it: cancelled, or finished by this very lease).
 local function check_lease(id, token, owner, extra)
   local j = redis.call('HMGET', job_key(id), 'status', 'lease_token', 'lease_owner',
     'attempt', 'deadline_ms', unpack(extra or {}))
-  if not j[1] then return nil, 'gone' end
-  if j[2] ~= token or j[3] ~= owner then return nil, 'stale' end
-  if j[1] ~= 'running' then return nil, 'ended' end
+  if not j[1] then return j, 'gone' end
+  if j[2] ~= token or j[3] ~= owner then return j, 'stale' end
+  if j[1] ~= 'running' then return j, 'ended' end
   return j, nil
 end
 
@@ -129,11 +132,11 @@ end
 -- Expires a queued job that no worker started before its start deadline.
 local function expire_job(id, attempt, now_ms, retention_ms)
   local err = error_json('no worker started the job before its start deadline',
-    'expired', 'start_deadline_exceeded')
+    '__TYPE_EXPIRED__', '__CODE_START_DEADLINE_EXCEEDED__')
   emit_error(id, 'expired', attempt, err)
   finish(id, 'expired', now_ms, retention_ms, {'error', err})
 end
 
 -- Written out, not built with error_json: the prelude runs on every call of every script.
 local DEADLINE_ERROR =
-  '{"message":"the job ran past its deadline","type":"timeout","code":"deadline_exceeded"}'
+  '{"message":"the job ran past its deadline","type":"__TYPE_TIMEOUT__","code":"__CODE_DEADLINE_EXCEEDED__"}'

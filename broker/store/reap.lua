@@ -18,7 +18,8 @@ for _, id in ipairs(lapsed) do
       requeued = requeued + 1
     else
       fail_job(id, j[2], now_ms, retention_ms, error_json(
-        'the lease ran out on the last attempt', 'lease_expired', 'attempts_exhausted'))
+        'the lease ran out on the last attempt', '__TYPE_LEASE_EXPIRED__',
+        '__CODE_ATTEMPTS_EXHAUSTED__'))
       failed = failed + 1
     end
   end

@@ -1,27 +1,22 @@
 """Loads the Lua scripts, each one state transition, and registers them once per client.
 
 Every script is prefixed with `lib.lua` (shared helpers and the key map) and has its key
-prefixes filled in from `keys.py`. Each connection loads every script when it opens
-(`connections.py`), so a call is one EVALSHA; on NOSCRIPT redis-py's `register_script`
-loads the script and calls again. Calls go over the command channel
-(`command_channel.py`) when the store has one.
+prefixes filled in from `keys.py` and its error codes from `garage.contract.ErrorCode`, so
+neither is spelled twice. Each is called through redis-py's `AsyncScript`: EVALSHA, and on
+NOSCRIPT (a fresh or restarted Redis) it loads the script and calls again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from redis.exceptions import NoScriptError
+from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
 
-if TYPE_CHECKING:
-    from .command_channel import CommandChannel
-
-__all__ = ["NAMES", "Script", "Scripts", "source"]
+__all__ = ["NAMES", "Scripts", "source"]
 
 NAMES = ("submit", "claim", "report", "complete", "fail", "cancel", "watch", "reap",
          "claim_batch")  # fmt: skip
@@ -37,6 +32,8 @@ _PLACEHOLDERS = {
     "__BATCH_PREFIX__": keys.BATCH_PREFIX,
     "__BATCHES_TO_FINALIZE__": keys.BATCHES_TO_FINALIZE,
     "__EVENTS_CHANNEL_PREFIX__": keys.EVENTS_CHANNEL_PREFIX,
+    **{f"__CODE_{code.name.upper()}__": code.value for code in ErrorCode},
+    **{f"__TYPE_{kind.name.upper()}__": kind.value for kind in JobErrorType},
 }
 
 
@@ -53,39 +50,12 @@ def source(name: str) -> str:
     return text
 
 
-class Script:
-    """One script. Called without `client`, it goes over the command channel when there
-    is one (written at once, run in call order), else through redis-py's pool."""
-
-    __slots__ = ("_channel", "_script")
-
-    def __init__(self, script: Any, channel: CommandChannel | None) -> None:
-        self._script = script
-        self._channel = channel
-
-    def __call__(self, *, args: list[Any], client: Any = None) -> Awaitable[Any]:
-        if client is not None or self._channel is None:
-            return self._script(args=args, client=client)
-        return self._reply(self._channel.send("EVALSHA", self._script.sha, 0, *args), args)
-
-    async def _reply(self, sent: Awaitable[Any], args: list[Any]) -> Any:
-        try:
-            return await sent
-        except NoScriptError:
-            # Redis lost its script cache under a live connection (SCRIPT FLUSH); a new
-            # connection loads every script, this call loads this one and runs again.
-            return await self._script(args=args)
-
-
 class Scripts:
-    """The registered scripts, as explicit attributes. `in_order`: calls run in Redis in
-    the order they are made, each written before its call returns (the command channel)."""
+    """The registered scripts, as explicit attributes."""
 
-    def __init__(self, redis: Any, channel: CommandChannel | None = None) -> None:
-        self.in_order = channel is not None
-
-        def script(name: str) -> Script:
-            return Script(redis.register_script(source(name)), channel)
+    def __init__(self, redis: Any) -> None:
+        def script(name: str) -> Any:
+            return redis.register_script(source(name))
 
         self.submit = script("submit")
         self.claim = script("claim")

@@ -29,7 +29,7 @@ local fields = {
   'metadata', ARGV[11], 'batch_id', ARGV[12], 'idem', idem, 'watched', ARGV[20]}
 if token ~= '' then  -- created leased: the lease's fields go in the same write
   for _, v in ipairs({'lease_token', token, 'lease_owner', ARGV[17], 'worker', ARGV[16],
-                      'started_ms', now_ms, 'first_token_ms', ''}) do
+                      'started_ms', now_ms, 'first_token_ms', '', 'report_seq', ''}) do
     fields[#fields + 1] = v
   end
 end

@@ -59,7 +59,7 @@ async def test_an_enqueue_wakes_one_parked_poll(
         return asyncio.create_task(http.post("/v1/worker/poll", json=body, headers=worker))
 
     async def parked(count: int) -> bool:
-        return len(notifier.polls) == count and notifier.polls.waiting_for("m") is not None
+        return len(notifier.polls) == count and notifier.polls.waiting("m") > 0
 
     leases.claim = counting_claim
     try:
@@ -91,72 +91,89 @@ async def park_a_poll(http: httpx.AsyncClient, worker, broker) -> asyncio.Task:
     )
 
     async def parked() -> bool:
-        return polls.waiting_for("m") is not None
+        return polls.waiting("m") > 0
 
     await eventually(parked, what="the poll to park")
     return polling
 
 
-async def test_a_handoff_whose_write_fails_leaves_a_lease_that_finds_no_job(
+async def test_a_handoff_whose_write_fails_hands_the_poll_nothing(
     http: httpx.AsyncClient, user, worker, broker, redis
 ) -> None:
-    """The parked poll gets its lease before submit.lua returns; when the script fails,
-    the submitter gets the error and the worker's report finds no job."""
+    """The parked poll is handed a lease only once submit.lua created the job; when the
+    script fails, the submitter gets the error and the poll waits on as if nothing came."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
-    original = jobs.send
+    original = jobs.submit
 
-    async def failing_send(submission):
+    async def failing_submit(*args, **kw):
         raise ConnectionError("redis went away")
 
-    jobs.send = failing_send
+    jobs.submit = failing_submit
     try:
         submitted = await http.post("/v1/jobs", json=CHAT, headers=user)
     finally:
-        jobs.send = original
+        jobs.submit = original
     assert submitted.status_code == 500 and submitted.json()["error"]["type"] == "server_error"
+    polls = broker.app.state.broker.notifier.polls
+    assert polls.waiting("m") == 1 and not polling.done()  # released, still parked
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
     [lease] = (await asyncio.wait_for(polling, 10)).json()["leases"]
-    report = await http.post(
-        f"/v1/worker/jobs/{lease['job_id']}/report",
-        json={"lease_token": lease["lease_token"], "text": "x"},
-        headers=worker,
-    )
-    assert report.status_code == 404
-    assert await redis.exists(f"garage:job:{lease['job_id']}") == 0
+    assert lease["job_id"] == job["id"]  # the next submit is handed to it as usual
 
 
-async def test_a_report_never_overtakes_the_handed_off_jobs_write(
+async def test_a_handed_off_job_exists_before_its_poll_answers(
     http: httpx.AsyncClient, user, worker, broker, redis
 ) -> None:
-    """The worker may answer before submit.lua was sent: the poll's answer goes out
-    first, and without the command channel the send waits for a pooled connection. Here
-    the send is held back 0.3 s and the worker completes the moment it has the lease: its
-    report waits for the send instead of finding no job."""
+    """The poll answers only once submit.lua has run, so a report on the job, to this
+    broker or any other, always finds it: here the script is held back 0.3 s and the
+    worker completes the moment it has the lease."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
-    original = jobs.send
+    original = jobs.submit
 
-    async def slow_send(submission):
+    async def slow_submit(*args, **kw):
         await asyncio.sleep(0.3)
-        return await original(submission)
+        return await original(*args, **kw)
 
-    async def work() -> httpx.Response:
+    async def work() -> tuple[int, httpx.Response]:
         [lease] = (await polling).json()["leases"]
-        return await http.post(
+        exists = await redis.exists(f"garage:job:{lease['job_id']}")
+        completed = await http.post(
             f"/v1/worker/jobs/{lease['job_id']}/complete",
             json={"lease_token": lease["lease_token"], "result": {"ok": True}},
             headers=worker,
         )
+        return exists, completed
 
-    jobs.send = slow_send
+    jobs.submit = slow_submit
     try:
         worker_done = asyncio.create_task(work())
         submitted = await http.post("/v1/jobs", json=CHAT, headers={**user, "Prefer": "wait=5"})
-        completed = await worker_done
+        exists, completed = await worker_done
     finally:
-        jobs.send = original
+        jobs.submit = original
+    assert exists == 1
     assert completed.status_code == 200, completed.text
     assert submitted.json()["status"] == "succeeded"
+
+
+async def test_an_idempotent_submit_of_an_earlier_job_hands_nothing(
+    http: httpx.AsyncClient, user, worker, broker
+) -> None:
+    """A submit whose Idempotency-Key names an earlier job returns that job; the parked
+    poll it had reserved is let go, not handed a second lease."""
+    headers = {**user, "Idempotency-Key": "same"}
+    first = await http.post("/v1/jobs", json=CHAT, headers=headers)
+    assert first.status_code == 201
+    lease = await lease_one(http, worker)  # a poll claims the first job
+    assert lease["job_id"] == first.json()["id"]
+    polling = await park_a_poll(http, worker, broker)
+    again = await http.post("/v1/jobs", json=CHAT, headers=headers)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    polls = broker.app.state.broker.notifier.polls
+    assert polls.waiting("m") == 1 and not polling.done()
+    polling.cancel()
 
 
 async def test_poll_hands_out_several_jobs_interactive_first(
@@ -195,6 +212,32 @@ async def test_stale_token_gets_409_and_changes_nothing(
         headers=worker,
     )
     assert ok.status_code == 200
+
+
+async def test_reports_sent_again_change_nothing_twice(
+    http: httpx.AsyncClient, user, worker, redis
+) -> None:
+    """After a broken connection a worker sends its report again: numbered reports add
+    their text once, and a final report already taken is answered as taken."""
+    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    lease = await lease_one(http, worker)
+    path = f"/v1/worker/jobs/{job['id']}"
+    token = lease["lease_token"]
+    for body in ({"seq": 1, "text": "a"}, {"seq": 1, "text": "a"}, {"seq": 2, "text": "b"},
+                 {"seq": 1, "text": "a"}):  # fmt: skip
+        reply = await http.post(
+            f"{path}/report", json={"lease_token": token, **body}, headers=worker
+        )
+        assert reply.json() == {"cancelled": False, "accepted": True}
+    for _ in range(2):
+        done = await http.post(
+            f"{path}/complete", json={"lease_token": token, "result": {"n": 1}}, headers=worker
+        )
+        assert done.status_code == 200 and done.json()["cancelled"] is False
+    events = await redis.xrange(f"garage:job:{job['id']}:events")
+    texts = [e["e"] for _, e in events if '"delta"' in e["e"]]
+    assert len(texts) == 2 and '"a"' in texts[0] and '"b"' in texts[1]
+    assert sum('"done"' in e["e"] for _, e in events) == 1
 
 
 async def test_a_worker_reports_only_on_its_own_leases(

@@ -107,21 +107,18 @@ async def test_run_submits_and_waits_in_one_call(network: Network) -> None:
         assert blocking.run("m", "blocking", timeout_s=10).status.value == "succeeded"
 
 
-@pytest.mark.parametrize("engine", ["httptools", "aiohttp", "httpx"])
-async def test_every_http_engine_sends_the_same_calls(
-    network: Network, monkeypatch, engine: str
-) -> None:
-    monkeypatch.setenv("GARAGE_HTTP_ENGINE", engine)
+async def test_calls_honour_http_proxy_and_no_proxy(network: Network, monkeypatch) -> None:
+    """httpx routes a call to a proxy where HTTP_PROXY applies (here one that is down, so
+    the call fails) and straight to the broker where NO_PROXY exempts it."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     async with AsyncClient(network.url, network.user_key) as client:
-        job = await client.run("m", "either way", timeout_s=10)
-        assert job.result["choices"][0]["message"]["content"] == "echo: either way"
-        listed = await client.list(limit=5, status="succeeded")
-        assert [j.id for j in listed.data] == [job.id]
-        with pytest.raises(NotFound):
-            await client.get("job_nope")
-        assert client._http.engine == engine
-        assert (client._http._session is not None) is (engine == "aiohttp")
-        assert (client._http._pool is not None) is (engine == "httptools")
+        with pytest.raises(BrokerUnreachable):
+            await client.models()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    async with AsyncClient(network.url, network.user_key) as client:
+        assert [m.id for m in (await client.models()).data] == ["m"]
 
 
 async def test_wait_timeout_then_cancel_reaches_the_backend(network: Network) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 CHECK = """
 import importlib, pkgutil
-import garage.broker, garage.worker, garage.client
-for root in (garage.broker, garage.worker, garage.client):
+import garage.broker, garage.worker, garage.client, garage.contract, garage.cli
+for root in (garage.contract, garage.broker, garage.worker, garage.client, garage.cli):
     for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
@@ -37,12 +38,20 @@ def run(*args: str | Path, cwd: Path | None = None) -> str:
 
 
 def test_wheel_installs_and_runs_in_a_clean_venv(tmp_path: Path) -> None:
+    # Built from the tracked files alone, so nothing left in build/ or untracked can leak in.
+    source = tmp_path / "source"
+    for name in run("git", "ls-files", "-z", cwd=ROOT).split("\0"):
+        if name and (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, ROOT)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source)
     [wheel] = dist.glob("garage_ai-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "garage/broker/store/claim.lua" in names
-    assert not any(name.startswith(("tests/", "broker/", "client/")) for name in names)
+    assert "garage/contract/__init__.py" in names and "garage/cli/__init__.py" in names
+    top = ("tests/", "broker/", "client/", "worker/", "contract/", "cli/", "bench/")
+    assert not any(name.startswith(top) for name in names)
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)

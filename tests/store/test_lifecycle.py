@@ -313,7 +313,9 @@ async def test_complete_can_return_the_finished_job(store: Store, clock: ManualC
     again, nothing = await store.leases.complete_reading_job(
         job_id, token=lease.lease_token, lease_owner="wk", result={"ok": False}
     )
-    assert again == ReportOutcome.ended and nothing is None  # a refused result reads nothing
+    # sent again: this lease's result stands, the second is not taken, nothing is read
+    assert again == ReportOutcome.repeated and nothing is None
+    assert (await store.jobs.get(job_id)).result == {"ok": True}
 
 
 async def test_an_end_is_published_only_for_another_watching_broker(

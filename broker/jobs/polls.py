@@ -1,4 +1,4 @@
-"""Parked worker polls, and which one an enqueue wakes.
+"""Parked worker polls, and which one an enqueue wakes or hands a job to.
 
 A waiting worker costs one parked request and one entry here: no Redis connection, no
 timer loop. A `wake` message for a model wakes the oldest parked poll serving it, one per
@@ -6,49 +6,50 @@ message per process, so an enqueue never stampedes every waiting poll. A poll th
 woken but leaves without claiming again (it was already full, or its client went away)
 passes the wake on, so no job waits for a poll's timeout.
 
-A broker that queues an interactive job while a poll for its model is parked in the same
-process can `hand` that poll the job directly: the job is created already leased to it
-(`submit.lua`), which saves the wake and the claim on the latency path. Only a poll that
-is `waiting` (its claim found nothing) is handed jobs; one still claiming is woken
-instead, so it never holds a handed job beside the ones it claimed. The worker may report
-on a handed job before its write was sent (`writing`); such a report waits (`written`).
+A submit in this process may instead `reserve` a parked poll for its model and create the
+job already leased to that poll's worker (`submit.lua`), which saves the wake and the
+claim on the latency path. Only a poll that is `waiting` (its claim found nothing) is
+reserved; one still claiming is woken instead, so it never holds a handed job beside the
+ones it claimed. A reserved poll neither leaves nor takes wakes until the submit `hand`s
+it the lease or `release`s it: the poll answers only once the job exists in Redis, so a
+report on it, to any broker replica, always finds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 from garage.contract import Lease
 
-__all__ = ["ClaimHints", "ParkedPoll", "PollWaiters"]
+__all__ = ["ClaimHints", "ParkedPoll", "ParkedPolls"]
 
 
 class ParkedPoll:
-    __slots__ = ("event", "handed", "lease_owner", "left", "models", "waiting", "woken_for",
-                 "worker_id")  # fmt: skip
+    __slots__ = ("event", "handed", "lease_owner", "left", "models", "reserved", "settled",
+                 "waiting", "woken_for", "worker_id")  # fmt: skip
 
     def __init__(self, models: frozenset[str], worker_id: str, lease_owner: str) -> None:
         self.models = models
         self.worker_id = worker_id
         self.lease_owner = lease_owner
-        self.event = asyncio.Event()
+        self.event = asyncio.Event()  # woken, or handed a lease
+        self.settled = asyncio.Event()  # set while no submit holds it reserved
+        self.settled.set()
         self.woken_for: str | None = None
         self.waiting = False  # its claim found nothing: it may be handed a job directly
+        self.reserved = False  # a submit is creating a job leased to it
         self.handed: list[Lease] = []  # leases given to it directly
         self.left = False
 
     @property
     def free(self) -> bool:
-        return not (self.event.is_set() or self.left)
+        return not (self.event.is_set() or self.left or self.reserved)
 
 
-class PollWaiters:
+class ParkedPolls:
     def __init__(self) -> None:
         # model -> parked polls serving it, oldest first (dicts keep insertion order)
         self._by_model: dict[str, dict[ParkedPoll, None]] = {}
-        self._writing: dict[str, asyncio.Event] = {}  # handed-off job id -> written
 
     def __len__(self) -> int:
         return len({p for polls in self._by_model.values() for p in polls})
@@ -79,35 +80,33 @@ class PollWaiters:
         poll.event.set()
         return True
 
-    def waiting_for(self, model: str) -> ParkedPoll | None:
-        """The oldest free poll for `model` whose claim found nothing, to `hand` a job to
-        before anything else can wake it (call `hand` with no await in between)."""
-        return next((p for p in self._by_model.get(model, ()) if p.free and p.waiting), None)
+    def waiting(self, model: str) -> int:
+        """How many parked polls for `model` a submit could hand a job to now."""
+        return sum(1 for p in self._by_model.get(model, ()) if p.free and p.waiting)
+
+    def reserve(self, model: str) -> ParkedPoll | None:
+        """The oldest free poll for `model` whose claim found nothing, held for one submit
+        until it calls `hand` or `release`."""
+        poll = next((p for p in self._by_model.get(model, ()) if p.free and p.waiting), None)
+        if poll is not None:
+            poll.reserved = True
+            poll.settled.clear()
+        return poll
 
     def hand(self, poll: ParkedPoll, lease: Lease) -> None:
-        """Gives a free poll a lease, which its request answers with."""
-        assert poll.free, "hand() needs a poll from waiting_for(), with no await between"
+        """Gives a reserved poll the lease of the job just created for it."""
         poll.handed.append(lease)
         poll.event.set()
+        self._settle(poll)
 
-    @contextlib.contextmanager
-    def writing(self, job_id: str) -> Iterator[None]:
-        """Marks a handed-off job whose `submit.lua` is not sent yet, for the block (see
-        `JobStore.send` for what counts as sent)."""
-        written = asyncio.Event()
-        self._writing[job_id] = written
-        try:
-            yield
-        finally:
-            del self._writing[job_id]
-            written.set()
+    def release(self, poll: ParkedPoll) -> None:
+        """Ends a reservation that brought no job; the poll waits on as before."""
+        self._settle(poll)
 
-    async def written(self, job_id: str) -> None:
-        """Returns once a job this process handed off has been sent: at once for any
-        other job, and for one whose write failed."""
-        written = self._writing.get(job_id)
-        if written is not None:
-            await written.wait()
+    @staticmethod
+    def _settle(poll: ParkedPoll) -> None:
+        poll.reserved = False
+        poll.settled.set()
 
     def _first_free(self, model: str) -> ParkedPoll | None:
         return next((poll for poll in self._by_model.get(model, ()) if poll.free), None)

@@ -1,28 +1,41 @@
-"""Which parked poll a wake or a direct hand-off goes to (broker/longpoll.py)."""
+"""Which parked poll a wake or a direct hand-off goes to (broker/jobs/polls.py)."""
 
 from __future__ import annotations
 
-from garage.broker.longpoll import ClaimHints, PollWaiters
+from garage.broker.jobs.polls import ClaimHints, ParkedPolls
 
 from ..support import LEASE
 
 
 def test_only_a_poll_whose_claim_found_nothing_is_handed_jobs() -> None:
-    polls = PollWaiters()
+    polls = ParkedPolls()
     claiming = polls.park(["m"], worker_id="a")
-    assert polls.waiting_for("m") is None  # still claiming: it could come back with jobs
+    assert polls.reserve("m") is None  # still claiming: it could come back with jobs
     waiting = polls.park(["m"], worker_id="b")
     waiting.waiting = True
-    assert polls.waiting_for("m") is waiting
+    assert polls.waiting("m") == 1
+    assert polls.reserve("m") is waiting and polls.waiting("m") == 0
+    assert polls.reserve("m") is None and not waiting.settled.is_set()  # held for one submit
+    assert polls.wake("m") and claiming.event.is_set()  # a wake skips the reserved poll...
+    assert not waiting.event.is_set() and not polls.wake("m")  # ...and no other is free
     polls.hand(waiting, LEASE)
     assert waiting.handed[0].job_id == "job_1" and waiting.event.is_set()
-    assert polls.waiting_for("m") is None  # handed one already
-    assert polls.wake("m") and claiming.event.is_set()  # a wake still reaches the claimer
-    assert polls.waiting_for("other") is None
+    assert waiting.settled.is_set() and polls.reserve("m") is None  # handed one already
+    assert polls.reserve("other") is None
+
+
+def test_a_released_poll_waits_on_and_takes_the_next_job() -> None:
+    polls = ParkedPolls()
+    poll = polls.park(["m"], worker_id="a")
+    poll.waiting = True
+    assert polls.reserve("m") is poll
+    polls.release(poll)  # the submit found an earlier job, or its script failed
+    assert poll.settled.is_set() and not poll.event.is_set() and not poll.handed
+    assert polls.reserve("m") is poll
 
 
 def test_a_woken_poll_that_leaves_unused_passes_the_wake_on() -> None:
-    polls = PollWaiters()
+    polls = ParkedPolls()
     first, second = polls.park(["m"]), polls.park(["m"])
     assert polls.wake("m") and first.event.is_set() and not second.event.is_set()
     polls.leave(first, used_wake=False)

@@ -3,7 +3,7 @@
 One Redis subscription per broker process serves every parked poll, every request waiting
 for a job's end, and every SSE reader:
 
-- `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`longpoll.py`).
+- `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`polls.py`).
 - `garage:ended` (a job id) releases the requests in this process waiting for that job.
   A process about to wait marks the job as watched (`submit.lua` for its own submits,
   `watch.lua` otherwise), and an end is published only when a process other than the one
@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Iterator
 
 from garage.contract import Job
 
-from .longpoll import ClaimHints, PollWaiters
-from .store import Store, keys
+from ..store import Store, keys
+from .polls import ClaimHints, ParkedPolls
 
 __all__ = ["JobEnd", "Notifier"]
 
@@ -61,7 +61,7 @@ class Notifier:
         # Names this process in a job's 'watched' field, so a job this process both waits
         # for and ends is announced to nobody else (see finish in lib.lua).
         self.process_id = secrets.token_hex(8)
-        self.polls = PollWaiters()
+        self.polls = ParkedPolls()
         self.hints = ClaimHints()
         self._streams: dict[str, set[asyncio.Event]] = {}
         self._ends: dict[str, set[JobEnd]] = {}

@@ -1,0 +1,284 @@
+"""A job's path through this broker on the side of whoever submits it: submit (with the
+hand-off to a parked poll), read, wait for the end, follow the event stream, cancel, and
+batches of jobs.
+
+The native routes (`api/jobs.py`), the OpenAI routes (`api/openai.py`) and the Batch API
+(`api/batches.py`) are thin adapters over `JobService`, so every rule that applies to a
+submit has one place to hook in: `_admit` (today: a model no live worker serves fails
+fast; quotas go here), and the counters of `metrics.py` are kept here and in
+`leasing.py` (the worker's side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from garage.contract import (
+    TERMINAL_STATUSES,
+    Batch,
+    BatchCreate,
+    ErrorCode,
+    Job,
+    JobCreate,
+    JobStatus,
+    Lane,
+    Role,
+)
+
+from ..auth import Principal
+from ..clock import Clock
+from ..errors import Conflict, NotFound, Unavailable
+from ..metrics import Metrics
+from ..settings import BrokerSettings
+from ..store import Store
+from ..store.events import StoredEvent
+from ..store.jobs import LeaseTarget, Submitted, new_job_id
+from .notify import JobEnd, Notifier
+
+__all__ = ["JobService"]
+
+logger = logging.getLogger(__name__)
+
+_RECHECK_S = 5.0  # a waiter re-reads this often in case a pub/sub message went missing
+_SERVED_MAX_AGE_S = 1.0  # how stale the list of served models may be when a submit asks
+_TERMINAL_EVENTS = ("done", "error")
+
+
+class JobService:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        store: Store,
+        notifier: Notifier,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._notifier = notifier
+        self._metrics = metrics
+        self._clock = clock
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # submitting
+
+    def new_id(self) -> str:
+        return new_job_id(self._clock())
+
+    async def submit(
+        self,
+        owner: str,
+        spec: JobCreate,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        watched: bool = False,
+    ) -> Submitted:
+        """Queues a job, or creates an interactive one already leased to a poll parked in
+        this process (the hand-off: no wake, no claim). Batch jobs always queue, so
+        interactive work waiting elsewhere keeps its precedence. The same idempotency key
+        from the same owner returns the earlier job. `watched`: a request in this
+        process will wait for the end (see `wait`)."""
+        await self._admit(spec)
+        job_id = job_id or self.new_id()
+        jobs, polls = self._store.jobs, self._notifier.polls
+        watcher = self._notifier.process_id if watched else ""
+        poll = polls.reserve(spec.model) if spec.lane is Lane.interactive else None
+        if poll is None:
+            with self._notifier.queueing(job_id):
+                submitted = await jobs.submit(
+                    owner, spec, job_id=job_id, idempotency_key=idempotency_key, watcher=watcher
+                )
+                if submitted.created:
+                    self._notifier.job_queued(spec.model, job_id)
+        else:
+            # The poll answers only once the job exists, so a report on it always finds it.
+            target = LeaseTarget(poll.worker_id, poll.lease_owner, self._store.leases.lease_ms)
+            try:
+                submitted = await jobs.submit(
+                    owner,
+                    spec,
+                    job_id=job_id,
+                    idempotency_key=idempotency_key,
+                    lease_to=target,
+                    watcher=watcher,
+                )
+            finally:
+                if poll.reserved:  # still held: the submit failed, or found an earlier job
+                    polls.release(poll)
+            if submitted.lease is not None:
+                polls.hand(poll, submitted.lease)
+        if submitted.created:
+            self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
+        return submitted
+
+    async def _admit(self, spec: JobCreate) -> None:
+        """Fails fast (503) when no live worker serves an interactive job's model."""
+        if spec.lane is not Lane.interactive or spec.wait_for_worker:
+            return
+        if spec.model not in await self._store.fleet.models(max_age_s=_SERVED_MAX_AGE_S):
+            raise Unavailable(
+                f"no live worker serves model {spec.model!r}; submit to the batch lane or set "
+                "wait_for_worker to queue it anyway",
+                code=ErrorCode.model_not_served,
+                param="model",
+            )
+
+    async def submit_and_wait(
+        self,
+        owner: str,
+        spec: JobCreate,
+        *,
+        wait_s: float,
+        idempotency_key: str | None = None,
+        stop: asyncio.Future[Any] | None = None,
+    ) -> Submitted:
+        """`submit`, then `wait` up to `wait_s` (or until `stop` is done) for the end; the
+        Submitted's job is the job as it is then."""
+        job_id = self.new_id()
+        # Listen for the end before the job exists, so no end can slip past unseen.
+        with self._notifier.until_ended(job_id) as ended:
+            submitted = await self.submit(
+                owner, spec, job_id=job_id, idempotency_key=idempotency_key, watched=wait_s > 0
+            )
+            if submitted.created:
+                job = await self.wait(submitted.job, wait_s, ended, fresh=True, stop=stop)
+            else:
+                with self._notifier.until_ended(submitted.job_id) as earlier_ended:
+                    job = await self.wait(submitted.job, wait_s, earlier_ended, stop=stop)
+        return Submitted(job=job, created=submitted.created, lease=submitted.lease)
+
+    # reading
+
+    async def visible(self, caller: Principal, job_id: str) -> Job:
+        """The job, if the caller may see it (its owner, or an admin); else 404."""
+        caller.require(Role.user)
+        job = await self._store.jobs.get(job_id)
+        if job is None or not caller.can_see(job.owner):
+            raise NotFound(f"no job {job_id!r}", param="job_id")
+        return job
+
+    async def get(self, caller: Principal, job_id: str, *, wait_s: float = 0) -> Job:
+        """The job, once it ended or after `wait_s`, whichever comes first."""
+        with self._notifier.until_ended(job_id) as ended:
+            return await self.wait(await self.visible(caller, job_id), wait_s, ended)
+
+    async def list(
+        self,
+        caller: Principal,
+        *,
+        limit: int,
+        after: str | None,
+        status: JobStatus | None,
+        model: str | None,
+    ) -> tuple[list[Job], bool]:
+        """The caller's jobs newest first (everyone's for an admin)."""
+        owner = None if caller.role is Role.admin else caller.id
+        return await self._store.jobs.list(
+            owner, limit=limit, before=after, status=status, model=model
+        )
+
+    async def wait(
+        self,
+        job: Job,
+        wait_s: float,
+        ended: JobEnd,
+        *,
+        fresh: bool = False,
+        stop: asyncio.Future[Any] | None = None,
+    ) -> Job:
+        """The job once it ended, or as it is after `wait_s` (or once `stop` is done).
+        `ended` must have been registered (`Notifier.until_ended`) before `job` was read.
+        Unless `fresh` (the job was just created with this process as its watcher), the
+        job is first marked as watched by this process, so another that ends it publishes
+        the end."""
+        if wait_s <= 0 or job.status in TERMINAL_STATUSES:
+            return job
+        deadline = time.monotonic() + wait_s
+        jobs = self._store.jobs
+        if not fresh:
+            status = await jobs.watch(job.id, self._notifier.process_id)
+            if status is None or status in TERMINAL_STATUSES:
+                return await jobs.get(job.id) or job
+        if stop is not None:
+            stop.add_done_callback(lambda _: ended.set())
+        while not ended.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # asyncio.timeout, not wait_for: this task waits on the end itself, so it runs
+            # on the loop's next turn after the end is signalled (see LeaseService.complete).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, _RECHECK_S)):
+                    await ended.wait()
+            if not ended.is_set() and time.monotonic() < deadline:  # a message may be lost
+                status = await jobs.status(job.id)
+                if status is None or status in TERMINAL_STATUSES:
+                    break
+        return ended.job or await jobs.get(job.id) or job
+
+    async def follow(self, job_id: str, *, after: str | None = None) -> AsyncIterator[StoredEvent]:
+        """The job's events after `after` (from the start when None) as they come, ending
+        after its `done` or `error` event, or when the job is gone (retention)."""
+        position = after
+        async with self._notifier.stream(job_id) as changed:
+            while True:
+                changed.clear()
+                events = await self._store.events.read(job_id, after=position)
+                for event in events:
+                    yield event
+                    position = event.id
+                    if event.type in _TERMINAL_EVENTS:
+                        return
+                if events:
+                    continue
+                if position is not None and await self._ended_before(job_id, position):
+                    return
+                if await self._store.jobs.status(job_id) is None:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), _RECHECK_S)
+
+    async def _ended_before(self, job_id: str, position: str) -> bool:
+        """Whether the job's last event, at or before `position`, ended its stream."""
+        last = await self._store.events.last(job_id)
+        return last is not None and last.id == position and last.type in _TERMINAL_EVENTS
+
+    # cancelling
+
+    async def cancel(self, caller: Principal, job_id: str) -> Job:
+        """Cancels a queued or running job; a running job's worker learns on its next
+        report and aborts the backend request."""
+        await self.visible(caller, job_id)
+        outcome = await self._store.jobs.cancel(job_id, ended_by=self._notifier.process_id)
+        self._notifier.job_ended(job_id)
+        if not outcome.found:
+            raise NotFound(f"no job {job_id!r}", param="job_id")
+        if outcome.status is not JobStatus.cancelled:
+            raise Conflict(
+                f"job {job_id} already ended as {outcome.status.value}", code=ErrorCode.job_ended
+            )
+        return await self.visible(caller, job_id)
+
+    def cancel_soon(self, job_id: str) -> None:
+        """Cancels the job from a task of its own: the caller (a request whose client
+        left) may itself be cancelled."""
+        task = asyncio.create_task(self._store.jobs.cancel(job_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # batches
+
+    async def create_batch(
+        self, owner: str, create: BatchCreate, specs: Sequence[JobCreate]
+    ) -> Batch:
+        """Records a batch and queues its jobs (already checked) in the batch lane."""
+        batch = await self._store.batches.create(owner, create, specs)
+        for spec in specs:
+            self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
+        return batch

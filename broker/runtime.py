@@ -1,0 +1,28 @@
+"""The broker's runtime parts, built once by `build_app` and handed to every endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .auth import Authenticator
+from .clock import Clock
+from .jobs.leasing import LeaseService
+from .jobs.notify import Notifier
+from .jobs.service import JobService
+from .metrics import Metrics
+from .settings import BrokerSettings
+from .store import Store
+
+__all__ = ["Broker"]
+
+
+@dataclass
+class Broker:
+    settings: BrokerSettings
+    store: Store
+    clock: Clock
+    auth: Authenticator
+    metrics: Metrics
+    notifier: Notifier  # this process's pub/sub: wakes, ends, stream growth
+    jobs: JobService  # a job's path on the submitter's side
+    leases: LeaseService  # a job's path on the worker's side
