@@ -1,7 +1,8 @@
 """Assembles the broker: its runtime parts, every endpoint, and the background loops.
 
-One Starlette router serves every route; each is declared as an `Endpoint` in `api/` and
-answered through `routing.py`, and `openapi.py` documents the same declarations.
+One Starlette `Router` is the whole ASGI app: each route is declared as an `Endpoint` in
+`api/` and answered through `routing.py`, which handles every error itself, so no
+middleware stands in front of it; `openapi.py` documents the same declarations.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Router
+from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .api import admin, batches, files, jobs, models, openai, ops, workers
 from .auth import Authenticator
 from .clock import Clock, system_clock
-from .errors import exception_handlers
+from .errors import not_found
 from .finalizer import run_finalizer
 from .jobs import JobService, LeaseService, Notifier
 from .metrics import Metrics
@@ -28,12 +31,23 @@ from .runtime import Broker
 from .settings import BrokerSettings
 from .store import Store
 
-__all__ = ["build_app"]
+__all__ = ["BrokerApp", "build_app"]
 
 _SUMMARY = "Pull-based job network for LLM work on GPUs behind NAT."
 
 
-def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> Starlette:
+class BrokerApp:
+    """The ASGI app: the router, and `state.broker` (the runtime parts) for tests to reach."""
+
+    def __init__(self, router: Router, broker: Broker) -> None:
+        self.router = router
+        self.state = State({"broker": broker})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.router(scope, receive, send)
+
+
+def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> BrokerApp:
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     notifier = Notifier(store)
     metrics = Metrics()
@@ -68,7 +82,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: object) -> AsyncIterator[None]:
         async with asyncio.TaskGroup() as tasks:
             background = [
                 tasks.create_task(notifier.run()),
@@ -79,10 +93,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
             for task in background:
                 task.cancel()
 
-    app = Starlette(
-        routes=routes(endpoints, broker),
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        lifespan=lifespan,
+    router = Router(
+        routes(endpoints, broker), redirect_slashes=False, default=not_found, lifespan=lifespan
     )
-    app.state.broker = broker
-    return app
+    return BrokerApp(router, broker)

@@ -8,19 +8,17 @@
 Every error the broker answers, a validation failure or malformed JSON included, has the
 body `{"error": {"message", "type", "param", "code"}}` with a code from
 `garage.contract.ErrorCode`, so OpenAI clients and garage's own client read it alike.
-Endpoints raise these; `routing.py` answers them, and `exception_handlers` answers what
-the router itself refuses (an unknown path or method).
+Endpoints raise these; `routing.py` answers them, and `not_found` and
+`MethodNotAllowed` answer what the router itself refuses.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from garage.contract import ErrorCode
 
@@ -30,16 +28,15 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "LeaseLost",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
     "Unavailable",
     "error_response",
-    "exception_handlers",
+    "not_found",
     "validation_error_response",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class APIError(Exception):
@@ -134,26 +131,25 @@ def validation_error_response(errors: Sequence[Mapping[str, Any]]) -> Response:
     return error_response(400, message, "invalid_request_error", ErrorCode.invalid_request, param)
 
 
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return NotFound(f"no such endpoint: {request.method} {request.url.path}").response()
-    if exc.status_code == 405:
-        return error_response(
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a path no route serves."""
+    response = NotFound(f"no such endpoint: {scope['method']} {scope['path']}").response()
+    await response(scope, receive, send)
+
+
+class MethodNotAllowed:
+    """The answer to a method a route's path does not take. A class, not a function:
+    Starlette mounts a plain function as a GET endpoint, and an instance as an ASGI app."""
+
+    def __init__(self, methods: list[str]) -> None:
+        self.allowed = {"Allow": ", ".join(methods)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
             405,
-            f"{request.method} is not allowed on {request.url.path}",
+            f"{scope['method']} is not allowed on {scope['path']}; use {self.allowed['Allow']}",
             "invalid_request_error",
             ErrorCode.method_not_allowed,
-            headers=exc.headers,
+            headers=self.allowed,
         )
-    return error_response(
-        exc.status_code, str(exc.detail), "invalid_request_error", ErrorCode.invalid_request
-    )
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("request.failed", exc_info=exc, extra={"path": request.url.path})
-    return APIError("internal error in the broker").response()
-
-
-exception_handlers = {HTTPException: _on_http_error, Exception: _on_unexpected}
+        await response(scope, receive, send)

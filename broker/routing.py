@@ -32,7 +32,13 @@ from starlette.types import Message, Receive, Scope, Send
 from garage.contract import Role
 
 from .auth import Principal
-from .errors import APIError, BadRequest, PayloadTooLarge, validation_error_response
+from .errors import (
+    APIError,
+    BadRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    validation_error_response,
+)
 from .runtime import Broker
 
 __all__ = ["Call", "Endpoint", "HeaderDoc", "json_response", "routes"]
@@ -203,8 +209,11 @@ def json_response(
 
 
 def routes(endpoints: Sequence[Endpoint], broker: Broker) -> list[Route]:
-    """Starlette routes for the endpoints, in the order given (put the hot ones first)."""
-    found = []
+    """Starlette routes for the endpoints, in the order given (put the hot ones first),
+    then one per path that answers any other method with 405."""
+    found = [Route(e.path, EndpointApp(e, broker), methods=[e.method]) for e in endpoints]
+    methods: dict[str, list[str]] = {}
     for endpoint in endpoints:
-        found.append(Route(endpoint.path, EndpointApp(endpoint, broker), methods=[endpoint.method]))
+        methods.setdefault(endpoint.path, []).append(endpoint.method)
+    found += [Route(path, MethodNotAllowed(allowed)) for path, allowed in methods.items()]
     return found

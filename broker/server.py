@@ -24,7 +24,7 @@ from .clock import system_clock
 from .settings import BrokerSettings
 from .store import Store, open_store
 
-__all__ = ["BrokerServer", "BrokerStartError", "run", "serve"]
+__all__ = ["BrokerServer", "BrokerStartError", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,11 @@ class BrokerServer:
             access_log=False,
             timeout_graceful_shutdown=5,
             log_config=None,
+            # Nothing reads the client's address or scheme, so X-Forwarded-* from a proxy
+            # in front (Caddy) needs no middleware on every request; nor do clients need a
+            # Server header.
+            proxy_headers=False,
+            server_header=False,
         )
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[listener]))
@@ -136,17 +141,3 @@ async def serve(settings: BrokerSettings, *, on_ready: Callable[[str], None] | N
         await asyncio.wait({stopped, serving}, return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         logger.info("broker.stopping")
-
-
-def run(settings: BrokerSettings, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Runs `serve` on uvloop where it is installed."""
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(settings, on_ready=on_ready))
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

@@ -24,7 +24,7 @@ from garage.client.errors import (
     Unavailable,
 )
 
-__all__ = ["broker_options", "fail", "print_json", "run_async"]
+__all__ = ["broker_options", "event_loop_factory", "fail", "print_json", "run_async", "run_loop"]
 
 T = TypeVar("T")
 
@@ -74,3 +74,18 @@ def print_json(value: Any) -> None:
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
     click.echo(json.dumps(value, indent=2))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (the broker and worker extras bring it)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_loop(main: Awaitable[T]) -> T:
+    """Runs a long-lived service (broker, worker, `up`) on the fastest loop at hand."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)  # type: ignore[arg-type]

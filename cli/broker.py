@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from ._common import run_loop
+
 __all__ = ["broker"]
 
 
@@ -72,8 +74,7 @@ def broker() -> None:
 def run(**options: Any) -> None:
     """Serve the broker. GARAGE_ADMIN_KEY, if set, is accepted as an admin key."""
     try:
-        from garage.broker.server import BrokerStartError
-        from garage.broker.server import run as run_server
+        from garage.broker.server import BrokerStartError, serve
         from garage.broker.settings import BrokerSettings
     except ImportError as exc:
         raise click.ClickException(
@@ -88,6 +89,6 @@ def run(**options: Any) -> None:
         click.echo(f"garage broker listening on {url}", err=True)
 
     try:
-        run_server(settings, on_ready=announce)
+        run_loop(serve(settings, on_ready=announce))
     except BrokerStartError as exc:
         raise click.ClickException(str(exc)) from exc

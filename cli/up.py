@@ -21,6 +21,8 @@ import httpx
 
 from garage.client import http_client
 
+from ._common import run_loop
+
 __all__ = ["up"]
 
 _OLLAMA_URL = "http://127.0.0.1:11434"
@@ -70,7 +72,8 @@ _TRY_PROMPTS = [
 def up(log_level: str, **options: Any) -> None:
     """Start a broker and a local worker; Ctrl-C stops both."""
     try:
-        from garage.broker.server import event_loop_factory
+        import garage.broker.server
+        import garage.worker.daemon  # noqa: F401
     except ImportError as exc:
         raise click.ClickException(
             f"garage up needs the broker and worker extras: "
@@ -80,8 +83,7 @@ def up(log_level: str, **options: Any) -> None:
 
     configure_logging(log_level)
     options["data_dir"].mkdir(parents=True, exist_ok=True)
-    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_up(**options))
+    run_loop(_up(**options))
 
 
 async def _up(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._common import fail
+from ._common import fail, run_loop
 
 __all__ = ["worker"]
 
@@ -34,15 +34,22 @@ def _worker_imports() -> Any:
 @click.option("--token", help="Worker API key [env GARAGE_WORKER_TOKEN, GARAGE_API_KEY].")
 @click.option(
     "--backend",
-    type=click.Choice(["ollama", "openai"]),
+    type=click.Choice(["ollama", "openai", "demo"]),
     help="API of the local server: ollama (native) or openai (vLLM, llama.cpp, "
-    "TGI, SGLang, LM Studio, cloud) [env GARAGE_WORKER_BACKEND; ollama].",
+    "TGI, SGLang, LM Studio, cloud); demo is no model at all: it echoes prompts, for "
+    "trying garage and for benchmarks [env GARAGE_WORKER_BACKEND; ollama].",
 )
 @click.option(
     "--backend-url",
     help="Base URL of the local server [env GARAGE_WORKER_BACKEND_URL; http://127.0.0.1:11434].",
 )
 @click.option("--backend-api-key", help="Key for the backend [env GARAGE_WORKER_BACKEND_API_KEY].")
+@click.option(
+    "--demo-tokens-per-s",
+    type=click.FloatRange(min=0),
+    help="Words a second the demo backend streams; 0 sends them at once "
+    "[env GARAGE_WORKER_DEMO_TOKENS_PER_S; 40].",
+)
 @click.option(
     "--slots",
     type=click.IntRange(1, 1024),
@@ -114,7 +121,7 @@ def run(
         fail(f"bad worker settings: {exc}", 2)
     if settings.token is None:
         fail("no worker key: pass --token or set GARAGE_WORKER_TOKEN", 2)
-    asyncio.run(_serve(settings, daemon, gpu))
+    run_loop(_serve(settings, daemon, gpu))
 
 
 async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
@@ -128,7 +135,13 @@ async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
     )
     api = WorkerAPI(settings.broker, settings.token.get_secret_value(), timeout_s=60)
     backend_key = settings.backend_api_key.get_secret_value() if settings.backend_api_key else None
-    backend = make_backend(settings.backend, settings.backend_url, backend_http, backend_key)
+    backend = make_backend(
+        settings.backend,
+        settings.backend_url,
+        backend_http,
+        backend_key,
+        demo_tokens_per_s=settings.demo_tokens_per_s,
+    )
     probe = gpu.NvmlProbe()
     rig = daemon.Worker(settings, api=api, backend=backend, gpu=probe)
     loop = asyncio.get_running_loop()

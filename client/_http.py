@@ -7,6 +7,12 @@ parsed by httptools, which costs a tenth of httpx's default transport in client 
 client keeps httpx's own transport, which speaks to proxies. A caller that passes its own
 `httpx.AsyncClient` (a test's ASGI transport, say) has every call sent through it.
 
+Request/response calls (submit, wait, polls, lease reports) are handed straight to the
+transport as `httpx.Request`s when the client is garage's own: the `AsyncClient` layer above
+it (redirects, cookies, auth flows, event hooks) does nothing for these calls and costs
+about 100 µs of client CPU each (docs/benchmarks.md). Streams and uploads go through the
+`AsyncClient`.
+
 A submit carries an `Idempotency-Key` (see `AsyncClient.submit_spec`), so the transport may
 send it again on a fresh connection when a reused one closed before the answer: the broker
 returns the same job. Any other POST is never sent twice by the transport.
@@ -31,6 +37,7 @@ __all__ = ["Requester", "http_client"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 _MAX_CONNECTIONS = 100
+_URLS_KEPT = 1024  # parsed URLs a client keeps (per-job paths come and go)
 
 
 def http_client(
@@ -46,9 +53,8 @@ def http_client(
     timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
     if _proxied(url):
         return httpx.AsyncClient(timeout=timeout)  # httpx honours the proxy settings
-    return httpx.AsyncClient(
-        transport=Http11Transport(max_connections=max_connections), timeout=timeout
-    )
+    transport = Http11Transport(max_connections=max_connections)
+    return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
 def _proxied(url: str) -> bool:
@@ -72,9 +78,14 @@ class Requester:
         key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._owns_http = http is None
-        self.http = http or http_client(
-            self.url, timeout_s=timeout_s or settings.timeout_s, max_connections=_MAX_CONNECTIONS
-        )
+        self._timeout_s = timeout_s or settings.timeout_s
+        self._timeouts = httpx.Timeout(self._timeout_s, connect=10.0).as_dict()
+        self._transport: httpx.AsyncBaseTransport | None = None  # garage's own, when direct
+        if http is None and not _proxied(self.url):
+            self._transport = Http11Transport(max_connections=_MAX_CONNECTIONS)
+            http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s)
+        self.http = http or http_client(self.url, timeout_s=self._timeout_s)
+        self._urls: dict[str, httpx.URL] = {}
 
     async def request(
         self,
@@ -97,20 +108,32 @@ class Requester:
         if content is not None:
             all_headers["Content-Type"] = "application/json"
         query = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
-        extra: dict[str, Any] = {}
+        timeouts = self._timeouts
         if timeout_s is not None:
-            extra["timeout"] = httpx.Timeout(timeout_s, connect=10.0)
+            timeouts = httpx.Timeout(timeout_s, connect=10.0).as_dict()
         try:
-            answer = await self.http.request(
-                method,
-                self.url + path,
-                content=content,
-                params=query or None,
-                headers=all_headers,
-                files=files,
-                data=data,
-                **extra,
-            )
+            if self._transport is not None and files is None and data is None:
+                request = httpx.Request(
+                    method,
+                    self._url(path) if not query else self.url + path,
+                    params=query or None,
+                    headers=all_headers,
+                    content=content,
+                    extensions={"timeout": timeouts},
+                )
+                answer = await self._transport.handle_async_request(request)
+                await answer.aread()
+            else:
+                answer = await self.http.request(
+                    method,
+                    self.url + path,
+                    content=content,
+                    params=query or None,
+                    headers=all_headers,
+                    files=files,
+                    data=data,
+                    timeout=httpx.Timeout(**timeouts),
+                )
         except httpx.TransportError as exc:
             raise BrokerUnreachable(f"cannot reach the broker at {self.url}: {_why(exc)}") from exc
         if answer.status_code >= 400:
@@ -120,6 +143,15 @@ class Requester:
                 body = answer.text
             raise error_for_status(answer.status_code, body)
         return answer
+
+    def _url(self, path: str) -> httpx.URL:
+        """The URL of `path`, parsed once: httpx's URL parser is a third of a call's CPU."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URLS_KEPT:
+                self._urls.clear()
+            url = self._urls[path] = httpx.URL(self.url + path)
+        return url
 
     async def call(
         self,

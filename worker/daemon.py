@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -24,7 +25,7 @@ from garage.contract import GpuInfo, Health, HealthState, Lease, PollRequest, __
 from .backends import Backend
 from .gpu import NvmlProbe, assess
 from .health import combine
-from .retries import broker_retrying
+from .retries import call_broker
 from .runner import JobRunner
 from .settings import WorkerSettings
 
@@ -130,9 +131,7 @@ class Worker:
         return poll.result()
 
     async def _send_poll(self, request: PollRequest) -> list[Lease]:
-        async for attempt in broker_retrying("poll"):
-            with attempt:
-                reply = await self._api.poll(request)
+        reply = await call_broker("poll", functools.partial(self._api.poll, request))
         return reply.leases
 
     def _start(self, lease: Lease) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from enum import StrEnum
@@ -26,7 +27,7 @@ from garage.contract import (
 )
 
 from .backends import Backend, BackendError, BackendResult
-from .retries import broker_retrying
+from .retries import call_broker
 from .streaming import LeaseReporter
 
 __all__ = ["JobRunner", "RunOutcome"]
@@ -130,9 +131,7 @@ class JobRunner:
         started = time.monotonic()
         send = self._api.complete if verb == "complete" else self._api.fail
         try:
-            async for attempt in broker_retrying(verb):
-                with attempt:
-                    reply = await send(self.lease.job_id, report)
+            reply = await call_broker(verb, functools.partial(send, self.lease.job_id, report))
         except (LeaseLost, NotFound) as exc:
             logger.warning(
                 "job.result_refused", extra={"job_id": self.lease.job_id, "error": str(exc)}

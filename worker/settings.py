@@ -41,6 +41,12 @@ class WorkerSettings(BaseSettings):
     backend_api_key: SecretStr | None = Field(
         None, description="Bearer key for the backend (cloud OpenAI-compatible APIs)."
     )
+    demo_tokens_per_s: float = Field(
+        40.0,
+        ge=0,
+        description="Words a second the demo backend streams (0: all at once, as benchmarks "
+        "use it).",
+    )
     slots: int = Field(4, ge=1, le=1024, description="Jobs run at once.")
     name: str = Field(default_factory=socket.gethostname, description="Name in the fleet view.")
     models: list[str] | None = Field(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from garage.client import LeaseLost, NotFound, WorkerAPI
 from garage.contract import Lease, LeaseReport
 
-from .retries import broker_retrying
+from .retries import call_broker
 
 __all__ = ["LeaseReporter"]
 
@@ -74,9 +75,8 @@ class LeaseReporter:
                 seq=self.reports_sent + 1,
             )
             try:
-                async for attempt in broker_retrying("report", max_wait_s=5.0):
-                    with attempt:
-                        reply = await self._api.report(self._lease.job_id, report)
+                send = functools.partial(self._api.report, self._lease.job_id, report)
+                reply = await call_broker("report", send, max_wait_s=5.0)
             except LeaseLost:
                 self.stop("lease lost")
                 return

@@ -83,7 +83,11 @@ class JobService:
         this process (the hand-off: no wake, no claim). Batch jobs always queue, so
         interactive work waiting elsewhere keeps its precedence. The same idempotency key
         from the same owner returns the earlier job. `watched`: a request in this
-        process will wait for the end (see `wait`)."""
+        process will wait for the end (see `wait`).
+
+        The poll is answered as soon as a report on the job is sure to find it: once the
+        script is written where script calls run in order (`JobStore.in_order`), else
+        once it has run."""
         await self._admit(spec)
         job_id = job_id or self.new_id()
         jobs, polls = self._store.jobs, self._notifier.polls
@@ -97,10 +101,10 @@ class JobService:
                 if submitted.created:
                     self._notifier.job_queued(spec.model, job_id)
         else:
-            # The poll answers only once the job exists, so a report on it always finds it.
             target = LeaseTarget(poll.worker_id, poll.lease_owner, self._store.leases.lease_ms)
+            outcome: Submitted | None = None
             try:
-                submitted = await jobs.submit(
+                pending = jobs.submit(
                     owner,
                     spec,
                     job_id=job_id,
@@ -108,11 +112,21 @@ class JobService:
                     lease_to=target,
                     watcher=watcher,
                 )
+                if jobs.in_order and pending.lease is not None:
+                    # The script is written, so any report on the job that reaches this
+                    # process runs after it in Redis: the poll answers now, not after
+                    # Redis's reply. Should the script find an earlier job for the same
+                    # idempotency key instead, the worker's first report gets 404 and it
+                    # drops the lease.
+                    polls.hand(poll, pending.lease)
+                outcome = await pending
             finally:
-                if poll.reserved:  # still held: the submit failed, or found an earlier job
-                    polls.release(poll)
-            if submitted.lease is not None:
-                polls.hand(poll, submitted.lease)
+                if poll.reserved:  # not handed yet: calls are not in order, or it failed
+                    if outcome is not None and outcome.lease is not None:
+                        polls.hand(poll, outcome.lease)
+                    else:
+                        polls.release(poll)
+            submitted = outcome
         if submitted.created:
             self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
         return submitted

@@ -25,6 +25,7 @@ from .files import FileStore
 from .fleet import FleetStore
 from .jobs import JobStore
 from .leases import LeaseStore
+from .script_channel import ScriptChannel
 from .scripts import Scripts
 
 __all__ = ["Store", "honour_cancellation", "open_store"]
@@ -43,6 +44,7 @@ class Store:
     files: FileStore
     batches: BatchStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
+    channel: ScriptChannel | None = None  # where script calls go, when not the pool
 
     @classmethod
     def on(
@@ -54,9 +56,11 @@ class Store:
         retention_ms: int,
         worker_alive_ms: int,
         kind: str = "redis",
+        channel: ScriptChannel | None = None,
     ) -> Store:
-        """The store on a redis-py (or fakeredis) asyncio client."""
-        scripts = Scripts(redis)
+        """The store on a redis-py (or fakeredis) asyncio client; with `channel`, script
+        calls go over it."""
+        scripts = Scripts(redis, channel)
         jobs = JobStore(redis, scripts, clock, retention_ms=retention_ms)
         files = FileStore(redis, clock, retention_ms=retention_ms)
         return cls(
@@ -69,6 +73,7 @@ class Store:
             files=files,
             batches=BatchStore(redis, scripts, clock, jobs, files, retention_ms=retention_ms),
             kind=kind,
+            channel=channel,
         )
 
     @classmethod
@@ -82,9 +87,9 @@ class Store:
         worker_alive_ms: int,
         max_connections: int = 256,
     ) -> Store:
-        """The store on the Redis at `redis_url`, through a pool of redis-py connections.
-        Past `max_connections` a request waits for a free connection instead of failing.
-        Close it with `aclose`."""
+        """The store on the Redis at `redis_url`: script calls over one `ScriptChannel`,
+        everything else through a pool of redis-py connections; past `max_connections` a
+        request waits for a free connection instead of failing. Close it with `aclose`."""
         import redis.asyncio as aioredis
 
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -96,9 +101,12 @@ class Store:
             lease_ms=lease_ms,
             retention_ms=retention_ms,
             worker_alive_ms=worker_alive_ms,
+            channel=ScriptChannel(redis_url),
         )
 
     async def aclose(self) -> None:
+        if self.channel is not None:
+            await self.channel.aclose()
         await self.redis.aclose()
 
     def subscriber(

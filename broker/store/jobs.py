@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from ..ids import new_id, new_token
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "Submitted", "new_job_id"]
+__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "PendingSubmit", "Submitted", "new_job_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,35 @@ class Submitted:
     @property
     def job_id(self) -> str:
         return self.job.id
+
+
+class PendingSubmit:
+    """A submit whose script is under way. Where script calls run in the order they are
+    made (`Scripts.in_order`), the script is already written, so any call this process
+    makes from now on runs after it in Redis: a lease handed out now is safe to report
+    on. Await it for the outcome: the job as created, or the owner's earlier job with
+    the same idempotency key (then the lease was never made)."""
+
+    __slots__ = ("_reply", "job", "lease")
+
+    def __init__(self, job: Job, lease: Lease | None, reply: Awaitable[Any]) -> None:
+        self.job = job
+        self.lease = lease
+        self._reply = reply
+
+    def __await__(self) -> Generator[Any, None, Submitted]:
+        return self._outcome().__await__()
+
+    async def _outcome(self) -> Submitted:
+        found_id, created, flat = await self._reply
+        if not int(created):
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            return Submitted(job=job_from_hash(fields), created=False)
+        job = self.job
+        logger.info(
+            "job.submitted", extra={"job_id": found_id, "model": job.model, "lane": job.lane}
+        )
+        return Submitted(job=job, created=True, lease=self.lease)
 
 
 @dataclass(frozen=True)
@@ -101,7 +130,13 @@ class JobStore:
         self._clock = clock
         self._retention_ms = retention_ms
 
-    async def submit(
+    @property
+    def in_order(self) -> bool:
+        """Whether a submit's script is written before `submit` returns (see
+        `PendingSubmit`)."""
+        return self._scripts.in_order
+
+    def submit(
         self,
         owner: str,
         spec: JobCreate,
@@ -110,27 +145,17 @@ class JobStore:
         job_id: str | None = None,
         lease_to: LeaseTarget | None = None,
         watcher: str = "",
-    ) -> Submitted:
+    ) -> PendingSubmit:
         """Queues the job under `job_id` (a fresh id when None), or with `lease_to` creates
         it leased to that worker; an idempotency key that matches an earlier job of the
         owner returns that job instead (and leases nothing). `watcher` is the process id
-        of a broker that waits for the end."""
+        of a broker that waits for the end. Await the result for the outcome; its `lease`
+        is known before (see `PendingSubmit`)."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         request = {**spec.request, "model": spec.model}
         args = self._submit_args(owner, spec, job_id, now_ms, request, idem=idem, watcher=watcher)
-        token = new_token() if lease_to is not None else ""
-        if lease_to is not None:
-            args[15:19] = [lease_to.worker_id, lease_to.lease_owner, token, lease_to.lease_ms]
-        found_id, created, flat = await self._scripts.submit(args=args)
-        if not int(created):
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            return Submitted(job=job_from_hash(fields), created=False)
-        logger.info(
-            "job.submitted", extra={"job_id": found_id, "model": spec.model, "lane": spec.lane}
-        )
-        deadline_ms = _deadline(now_ms, spec.timeout_s)
         job = Job(
             id=job_id,
             owner=owner,
@@ -144,24 +169,26 @@ class JobStore:
             created_at=from_ms(now_ms),
             started_at=from_ms(now_ms) if lease_to else None,
             start_deadline_at=from_ms(_deadline(now_ms, spec.start_timeout_s)),
-            deadline_at=from_ms(deadline_ms),
+            deadline_at=from_ms(_deadline(now_ms, spec.timeout_s)),
             worker=lease_to.worker_id if lease_to else None,
             metadata=spec.metadata,
         )
-        if lease_to is None:
-            return Submitted(job=job, created=True)
-        lease = Lease(
-            job_id=job_id,
-            lease_token=token,
-            attempt=1,
-            model=spec.model,
-            kind=spec.kind,
-            lane=spec.lane,
-            request=request,
-            lease_s=lease_to.lease_ms / 1000,
-            deadline_at=from_ms(deadline_ms),
-        )
-        return Submitted(job=job, created=True, lease=lease)
+        lease = None
+        if lease_to is not None:
+            lease = Lease(
+                job_id=job_id,
+                lease_token=new_token(),
+                attempt=1,
+                model=spec.model,
+                kind=spec.kind,
+                lane=spec.lane,
+                request=request,
+                lease_s=lease_to.lease_ms / 1000,
+                deadline_at=job.deadline_at,
+            )
+            args[15:19] = [lease_to.worker_id, lease_to.lease_owner, lease.lease_token,
+                           lease_to.lease_ms]  # fmt: skip
+        return PendingSubmit(job, lease, self._scripts.submit(args=args))
 
     async def submit_many(
         self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500

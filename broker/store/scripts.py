@@ -3,20 +3,26 @@
 Every script is prefixed with `lib.lua` (shared helpers and the key map) and has its key
 prefixes filled in from `keys.py` and its error codes from `garage.contract.ErrorCode`, so
 neither is spelled twice. Each is called through redis-py's `AsyncScript`: EVALSHA, and on
-NOSCRIPT (a fresh or restarted Redis) it loads the script and calls again.
+NOSCRIPT (a fresh or restarted Redis) it loads the script and calls again. Calls go over
+the store's `ScriptChannel` (`script_channel.py`) when it has one; calls queued in a
+pipeline (`client=`) go through redis-py's pool.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
 
-__all__ = ["NAMES", "Scripts", "source"]
+if TYPE_CHECKING:
+    from .script_channel import ScriptChannel
+
+__all__ = ["NAMES", "Script", "Scripts", "source"]
 
 NAMES = ("submit", "claim", "report", "complete", "fail", "cancel", "watch", "reap",
          "claim_batch")  # fmt: skip
@@ -50,12 +56,32 @@ def source(name: str) -> str:
     return text
 
 
-class Scripts:
-    """The registered scripts, as explicit attributes."""
+class Script:
+    """One script: over the channel when there is one, else (and in pipelines) redis-py's."""
 
-    def __init__(self, redis: Any) -> None:
-        def script(name: str) -> Any:
-            return redis.register_script(source(name))
+    __slots__ = ("_channel", "_registered", "sha", "source")
+
+    def __init__(self, redis: Any, name: str, channel: ScriptChannel | None) -> None:
+        self.source = source(name)
+        self._registered = redis.register_script(self.source)
+        self.sha: str = self._registered.sha
+        self._channel = channel
+
+    def __call__(self, *, args: list[Any], client: Any = None) -> Awaitable[Any]:
+        if client is None and self._channel is not None:
+            return self._channel.call(self.sha, self.source, args)
+        return self._registered(args=args, client=client)
+
+
+class Scripts:
+    """The registered scripts, as explicit attributes. `in_order`: each call is written to
+    Redis before it returns, and runs there after every call made before it (the channel)."""
+
+    def __init__(self, redis: Any, channel: ScriptChannel | None = None) -> None:
+        self.in_order = channel is not None
+
+        def script(name: str) -> Script:
+            return Script(redis, name, channel)
 
         self.submit = script("submit")
         self.claim = script("claim")

@@ -68,6 +68,9 @@ async def test_unknown_ids_are_404(http: httpx.AsyncClient, user, worker) -> Non
         "/v1/worker/jobs/job_nope/report", json={"lease_token": "t"}, headers=worker
     )
     assert reply.status_code == 404
+    reply = await http.delete("/v1/jobs", headers=user)  # a path that takes GET and POST
+    assert reply.status_code == 405 and reply.headers["allow"] == "POST, GET"
+    assert reply.json()["error"]["code"] == "method_not_allowed"
 
 
 async def test_bad_worker_bodies(http: httpx.AsyncClient, worker) -> None:

@@ -97,17 +97,19 @@ async def park_a_poll(http: httpx.AsyncClient, worker, broker) -> asyncio.Task:
     return polling
 
 
-async def test_a_handoff_whose_write_fails_hands_the_poll_nothing(
+async def test_a_handoff_whose_script_fails_leaves_a_lease_that_finds_no_job(
     http: httpx.AsyncClient, user, worker, broker, redis
 ) -> None:
-    """The parked poll is handed a lease only once submit.lua created the job; when the
-    script fails, the submitter gets the error and the poll waits on as if nothing came."""
+    """The parked poll gets its lease once submit.lua is written, before its reply; when
+    the script fails, the submitter gets the error and the worker's report finds no job."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
     original = jobs.submit
 
-    async def failing_submit(*args, **kw):
-        raise ConnectionError("redis went away")
+    def failing_submit(*args, **kw):
+        pending = original(*args, **kw)
+        pending._reply = _raising(ConnectionError("redis went away"), pending._reply)
+        return pending
 
     jobs.submit = failing_submit
     try:
@@ -115,54 +117,72 @@ async def test_a_handoff_whose_write_fails_hands_the_poll_nothing(
     finally:
         jobs.submit = original
     assert submitted.status_code == 500 and submitted.json()["error"]["type"] == "server_error"
-    polls = broker.app.state.broker.notifier.polls
-    assert polls.waiting("m") == 1 and not polling.done()  # released, still parked
-    job = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
     [lease] = (await asyncio.wait_for(polling, 10)).json()["leases"]
-    assert lease["job_id"] == job["id"]  # the next submit is handed to it as usual
+    await redis.delete(f"garage:job:{lease['job_id']}")  # as if the script had not run
+    report = await http.post(
+        f"/v1/worker/jobs/{lease['job_id']}/report",
+        json={"lease_token": lease["lease_token"], "text": "x"},
+        headers=worker,
+    )
+    assert report.status_code == 404
 
 
-async def test_a_handed_off_job_exists_before_its_poll_answers(
+async def _raising(error: Exception, reply) -> None:
+    await reply
+    raise error
+
+
+async def test_a_handed_off_job_is_found_by_a_report_sent_before_its_script_answered(
     http: httpx.AsyncClient, user, worker, broker, redis
 ) -> None:
-    """The poll answers only once submit.lua has run, so a report on the job, to this
-    broker or any other, always finds it: here the script is held back 0.3 s and the
-    worker completes the moment it has the lease."""
+    """Script calls run in the order this broker makes them, so the poll answers as soon
+    as submit.lua is written: here its reply is held back 0.3 s, the worker completes the
+    moment it has the lease, and the completion (run after the submit) is accepted."""
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
+    assert jobs.in_order
     original = jobs.submit
 
-    async def slow_submit(*args, **kw):
-        await asyncio.sleep(0.3)
-        return await original(*args, **kw)
+    def slow_submit(*args, **kw):
+        pending = original(*args, **kw)
+        pending._reply = _held_back(pending._reply)
+        return pending
 
-    async def work() -> tuple[int, httpx.Response]:
+    async def work() -> tuple[float, httpx.Response]:
         [lease] = (await polling).json()["leases"]
-        exists = await redis.exists(f"garage:job:{lease['job_id']}")
+        leased_at = time.monotonic()
         completed = await http.post(
             f"/v1/worker/jobs/{lease['job_id']}/complete",
             json={"lease_token": lease["lease_token"], "result": {"ok": True}},
             headers=worker,
         )
-        return exists, completed
+        return leased_at, completed
 
     jobs.submit = slow_submit
     try:
         worker_done = asyncio.create_task(work())
         submitted = await http.post("/v1/jobs", json=CHAT, headers={**user, "Prefer": "wait=5"})
-        exists, completed = await worker_done
+        answered_at = time.monotonic()
+        leased_at, completed = await worker_done
     finally:
         jobs.submit = original
-    assert exists == 1
+    assert leased_at < answered_at - 0.2  # the lease came before the script's reply
     assert completed.status_code == 200, completed.text
     assert submitted.json()["status"] == "succeeded"
 
 
-async def test_an_idempotent_submit_of_an_earlier_job_hands_nothing(
+async def _held_back(reply):
+    value = await reply
+    await asyncio.sleep(0.3)
+    return value
+
+
+async def test_an_idempotent_submit_of_an_earlier_job_leases_nothing_real(
     http: httpx.AsyncClient, user, worker, broker
 ) -> None:
-    """A submit whose Idempotency-Key names an earlier job returns that job; the parked
-    poll it had reserved is let go, not handed a second lease."""
+    """A submit whose Idempotency-Key names an earlier job returns that job. The parked
+    poll it reserved was answered as the script was written, with a lease on a job that
+    is never created: the worker's report on it gets 404, and the earlier job is as it was."""
     headers = {**user, "Idempotency-Key": "same"}
     first = await http.post("/v1/jobs", json=CHAT, headers=headers)
     assert first.status_code == 201
@@ -171,9 +191,17 @@ async def test_an_idempotent_submit_of_an_earlier_job_hands_nothing(
     polling = await park_a_poll(http, worker, broker)
     again = await http.post("/v1/jobs", json=CHAT, headers=headers)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    polls = broker.app.state.broker.notifier.polls
-    assert polls.waiting("m") == 1 and not polling.done()
-    polling.cancel()
+    [phantom] = (await asyncio.wait_for(polling, 10)).json()["leases"]
+    assert phantom["job_id"] != first.json()["id"]
+    report = await http.post(
+        f"/v1/worker/jobs/{phantom['job_id']}/report",
+        json={"lease_token": phantom["lease_token"]},
+        headers=worker,
+    )
+    assert report.status_code == 404
+    assert (await http.get(f"/v1/jobs/{first.json()['id']}", headers=user)).json()[
+        "status"
+    ] == "running"
 
 
 async def test_poll_hands_out_several_jobs_interactive_first(

@@ -57,8 +57,19 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
             )
             self.jobs: dict[str, ModelJob] = {}
 
-        def run(self, coro):
-            return self.loop.run_until_complete(coro)
+        def run(self, awaitable):
+            async def awaited():
+                return await awaitable
+
+            return self.loop.run_until_complete(awaited())
+
+        def submit_job(self, *args, **kw):
+            """`JobStore.submit` writes its script as it is called: call it on the loop."""
+
+            async def submitted():
+                return await self.store.jobs.submit(*args, **kw)
+
+            return self.loop.run_until_complete(submitted())
 
         def teardown(self) -> None:
             self.run(self.store.aclose())
@@ -80,7 +91,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 max_attempts=max_attempts,
                 request={"messages": [{"role": "user", "content": "x"}]},
             )
-            submitted = self.run(self.store.jobs.submit("owner", spec))
+            submitted = self.submit_job("owner", spec)
             assert submitted.created and submitted.job_id not in self.jobs
             self.jobs[submitted.job_id] = ModelJob(model, lane, max_attempts)
             self.clock.advance(0.001)
@@ -94,7 +105,7 @@ def make_machine(redis_url: str) -> type[RuleBasedStateMachine]:
                 request={"messages": [{"role": "user", "content": "x"}]},
             )
             target = LeaseTarget("w1", "key", LEASE_S * 1000)
-            submitted = self.run(self.store.jobs.submit("owner", spec, lease_to=target))
+            submitted = self.submit_job("owner", spec, lease_to=target)
             assert submitted.created and submitted.lease is not None
             assert submitted.lease.attempt == 1
             self.jobs[submitted.job_id] = ModelJob(

@@ -45,7 +45,12 @@ BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 
 
 def make_backend(
-    kind: str, base_url: str, http: httpx.AsyncClient, api_key: str | None = None
+    kind: str,
+    base_url: str,
+    http: httpx.AsyncClient,
+    api_key: str | None = None,
+    *,
+    demo_tokens_per_s: float = 40.0,
 ) -> Backend:
     """The adapter for a backend `kind` (`ollama` or `openai`) at `base_url`.
 
@@ -59,5 +64,5 @@ def make_backend(
         case "openai":
             return OpenAIBackend(http, base_url, api_key=api_key)
         case "demo":
-            return DemoBackend()
+            return DemoBackend(tokens_per_s=demo_tokens_per_s)
     raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(BACKEND_KINDS)}")
