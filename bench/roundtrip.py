@@ -1,226 +1,119 @@
-"""Benchmark: job round-trip latency and throughput through a real broker on real Redis,
-and the same for Celery in the same run (`--peer celery`).
+"""Benchmark: a job's round trip and a queue's drain through the processes garage ships,
+against Celery's solo pool on the same redis-server in the same run.
 
-Starts its own `redis-server` (on a free port) and `garage broker run` (a subprocess),
-then measures, over HTTP on loopback:
+Starts its own `redis-server` (a free loopback port, no persistence), one `garage broker
+run` on it, and `garage worker run` daemons on the demo backend with no delay (no model:
+the job's work is nothing, as Celery's task returns at once), then measures:
 
-  latency     one job at a time: submit -> leased by a parked poll -> completed ->
-              result read by the submitter, who waits in the submit itself
-              (`Prefer: wait`, as `AsyncClient.run` does).
-  throughput  N batch jobs submitted (64 in flight), then drained by 2 polling workers
-              that lease up to --slots jobs per poll and complete each with one request.
+  latency     one job at a time through the public client: `AsyncClient.run` (a submit
+              that waits for the end) -> the broker hands it to the daemon's parked poll
+              -> the daemon runs it and completes it -> the submit answers. One daemon
+              (8 slots). Celery: `task.apply_async().get()` with one solo-pool worker.
+              The two alternate in blocks (`--blocks`), so both see the same minutes.
+  throughput  N jobs queued first (batch lane, 64 submits in flight; Celery: apply_async
+              in a loop), then two daemons (16 slots each) drain them; the drain is timed
+              from the first lease to the last result by the jobs' own timestamps (Celery:
+              from its two solo workers starting to consume to the last result stored).
 
-The submitter and the workers run in this one process (uvloop). `--client` picks what
-sends their requests: `garage` (garage's own `AsyncClient` and `WorkerAPI`, what users
-and the worker daemon run; `GARAGE_HTTP_ENGINE` picks their HTTP engine), or bare
-`aiohttp` (hand-built JSON through a general-purpose HTTP client, no client library).
+`--profile DIR` records the daemon and the broker with py-spy during the latency blocks
+and prints where their CPU goes. Results go to stdout; docs/benchmarks.md records them.
 
-With `--peer celery` the latency is measured in alternating blocks, garage then Celery
-(`celery_peer.py`, solo pool, on the same redis-server), `--blocks` times each, so both
-see the same machine; then both throughputs.
-
-Run by hand:  python bench/roundtrip.py --peer celery
-Results go to stdout as a small report; docs/benchmarks.md records them.
+Run by hand:  .venv/bin/python bench/roundtrip.py --peer celery
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Coroutine
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
-import httpx
-from servers import ADMIN_KEY, broker, redis_server
+from servers import broker, make_keys, redis_server, workers
 
-from garage.client import AsyncClient, WorkerAPI
-from garage.contract import CompleteReport, JobCreate, Lane, PollRequest
+from garage.client import AsyncClient
+from garage.contract import JobCreate, Lane
 
-MODEL = "bench"
-REQUEST = {"messages": [{"role": "user", "content": "hi"}]}
-RESULT = {"ok": True}
+MODEL = "garage-demo"
+T = TypeVar("T")
+_PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+DEMO = ["--backend", "demo", "--demo-tokens-per-s", "0"]
 WARMUP = 50
 
 
-class Side(Protocol):
-    """The four calls a round trip makes, by one HTTP client or another."""
-
-    async def run(self) -> str: ...  # submit and wait in one request; the final status
-    async def submit(self) -> None: ...  # a batch job
-    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]: ...
-    async def complete(self, job_id: str, token: str) -> None: ...
-    async def aclose(self) -> None: ...
-
-
-class GarageSide:
-    """garage's client SDK and the worker's API client, as users and workers run them."""
-
-    def __init__(self, url: str, user_key: str, worker_key: str) -> None:
-        self.client = AsyncClient(url, user_key)
-        self.worker = WorkerAPI(url, worker_key)
-
-    async def run(self) -> str:
-        return (await self.client.run(MODEL, REQUEST["messages"], timeout_s=10)).status.value
-
-    async def submit(self) -> None:
-        await self.client.submit_spec(JobCreate(model=MODEL, request=REQUEST, lane=Lane.batch))
-
-    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]:
-        request = PollRequest(
-            worker_id=worker_id, models=[MODEL], slots_free=slots, slots_total=slots, wait_s=wait_s
-        )
-        reply = await self.worker.poll(request)
-        return [(lease.job_id, lease.lease_token) for lease in reply.leases]
-
-    async def complete(self, job_id: str, token: str) -> None:
-        await self.worker.complete(job_id, CompleteReport(lease_token=token, result=RESULT))
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-        await self.worker.aclose()
-
-
-class AiohttpSide:
-    """Bare aiohttp with hand-built JSON: the protocol through a general-purpose client."""
-
-    def __init__(self, url: str, user_key: str, worker_key: str) -> None:
-        import aiohttp
-
-        self.url = url
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
-        self.user = {"Authorization": f"Bearer {user_key}", "Content-Type": "application/json"}
-        self.worker = {**self.user, "Authorization": f"Bearer {worker_key}"}
-
-    async def _post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
-        async with self.session.post(self.url + path, data=json.dumps(body), headers=headers) as r:
-            assert r.status < 300, await r.text()
-            return json.loads(await r.read())
-
-    async def run(self) -> str:
-        body = {"model": MODEL, "request": REQUEST}
-        job = await self._post("/v1/jobs", body, {**self.user, "Prefer": "wait=10"})
-        return job["status"]
-
-    async def submit(self) -> None:
-        body = {"model": MODEL, "request": REQUEST, "lane": "batch"}
-        await self._post("/v1/jobs", body, self.user)
-
-    async def poll(self, worker_id: str, slots: int, wait_s: float) -> list[tuple[str, str]]:
-        body = {"worker_id": worker_id, "models": [MODEL], "slots_free": slots,
-                "slots_total": slots, "wait_s": wait_s}  # fmt: skip
-        reply = await self._post("/v1/worker/poll", body, self.worker)
-        return [(lease["job_id"], lease["lease_token"]) for lease in reply["leases"]]
-
-    async def complete(self, job_id: str, token: str) -> None:
-        body = {"lease_token": token, "result": RESULT}
-        await self._post(f"/v1/worker/jobs/{job_id}/complete", body, self.worker)
-
-    async def aclose(self) -> None:
-        await self.session.close()
-
-
-SIDES: dict[str, Callable[[str, str, str], Side]] = {"garage": GarageSide, "aiohttp": AiohttpSide}
-
-
-async def make_keys(url: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=url) as http:
-        keys = []
-        for role in ("user", "worker"):
-            reply = await http.post(
-                "/v1/admin/keys",
-                json={"role": role, "name": f"bench-{role}"},
-                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-            )
-            keys.append(reply.json()["key"])
-    return keys[0], keys[1]
-
-
-async def latency(side: Side, rounds: int) -> list[float]:
-    stop = False
-
-    async def work() -> None:
-        while not stop:
-            for job_id, token in await side.poll("lat", 1, 30):
-                await side.complete(job_id, token)
-
-    worker = asyncio.create_task(work())
-    samples = []
-    for i in range(rounds + WARMUP):
-        await asyncio.sleep(0.002)  # let the worker's poll park again
-        start = time.perf_counter()
-        status = await side.run()
-        elapsed = time.perf_counter() - start
-        assert status == "succeeded", status
-        if i >= WARMUP:
-            samples.append(elapsed * 1000)
-    stop = True
-    await side.submit()  # a job for the parked poll, so it returns
-    await worker
-    return samples
-
-
-async def throughput(side: Side, jobs: int, slots: int) -> dict[str, float]:
-    sem = asyncio.Semaphore(64)
-
-    async def submit_one() -> None:
-        async with sem:
-            await side.submit()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(submit_one() for _ in range(jobs)))
-    submitted = time.perf_counter()
-    done = 0
-
-    async def rig(name: str) -> None:
-        nonlocal done
-        while done < jobs:
-            leases = await side.poll(name, slots, 0)
-
-            async def finish(job_id: str, token: str) -> None:
-                nonlocal done
-                await side.complete(job_id, token)
-                done += 1
-
-            await asyncio.gather(*(finish(*lease) for lease in leases))
-
-    await asyncio.gather(rig("rig-1"), rig("rig-2"))
-    drained = time.perf_counter()
-    return {
-        "submit_per_s": jobs / (submitted - start),
-        "drain_per_s": jobs / (drained - submitted),
-        "end_to_end_per_s": jobs / (drained - start),
-    }
-
-
-async def garage_latency(url: str, keys: tuple[str, str], client: str, rounds: int) -> list[float]:
-    side = SIDES[client](url, *keys)
-    try:
-        return await latency(side, rounds)
-    finally:
-        await side.aclose()
-
-
-async def garage_throughput(
-    url: str, keys: tuple[str, str], client: str, jobs: int, slots: int
-) -> dict[str, float]:
-    side = SIDES[client](url, *keys)
-    try:
-        return await throughput(side, jobs, slots)
-    finally:
-        await side.aclose()
-
-
-def run(coro: Any) -> Any:
+def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         import uvloop
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+async def latency(url: str, key: str, rounds: int) -> list[float]:
+    """Milliseconds of each round trip, after WARMUP untimed ones."""
+    samples = []
+    async with AsyncClient(url, key) as client:
+        for i in range(rounds + WARMUP):
+            await asyncio.sleep(0.002)  # the daemon's poll parks again, as Celery's loop does
+            start = time.perf_counter()
+            job = await client.run(MODEL, "hi", timeout_s=10)
+            elapsed = time.perf_counter() - start
+            assert job.status.value == "succeeded", job
+            if i >= WARMUP:
+                samples.append(elapsed * 1000)
+    return samples
+
+
+async def queue(url: str, key: str, jobs: int) -> tuple[list[str], float]:
+    """Queues `jobs` batch-lane jobs; their ids, and jobs/s queued."""
+    spec = JobCreate(model=MODEL, request={"messages": [{"role": "user", "content": "hi"}]},
+                     lane=Lane.batch)  # fmt: skip
+    ids: list[str] = []
+    sending = asyncio.Semaphore(64)
+    async with AsyncClient(url, key) as client:
+
+        async def one() -> None:
+            async with sending:
+                ids.append((await client.submit_spec(spec)).id)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(jobs)))
+        return ids, jobs / (time.perf_counter() - start)
+
+
+async def drained(url: str, key: str, ids: list[str]) -> float:
+    """Waits for every job to end; jobs/s from the first lease to the last result."""
+    async with AsyncClient(url, key) as client:
+        await client.wait(ids[-1], timeout_s=600)
+        first, last, statuses = None, None, Counter[str]()
+        after, wanted = None, set(ids)
+        while True:
+            page = await client.list(limit=100, after=after)
+            for job in page.data:
+                if job.id not in wanted:
+                    continue  # the latency run's
+                if job.status.value == "queued" or job.status.value == "running":
+                    await client.wait(job.id, timeout_s=600)
+                    job = await client.get(job.id)
+                statuses[job.status.value] += 1
+                assert job.started_at and job.finished_at
+                first = min(first or job.started_at, job.started_at)
+                last = max(last or job.finished_at, job.finished_at)
+            if not page.has_more:
+                break
+            after = page.last_id
+    assert statuses == {"succeeded": len(ids)}, statuses
+    assert first is not None and last is not None
+    return len(ids) / max((last - first).total_seconds(), 1e-3)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -235,61 +128,103 @@ def describe(samples: list[float]) -> str:
     )
 
 
-def rates(figures: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.0f}" for k, v in figures.items())
+def spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [_PY_SPY, "record", "--rate", "200", "--duration", str(max(1, int(seconds))),
+         "--format", "raw", "--output", str(out), "--pid", str(pid), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def summarize(raw: Path, top: int = 12) -> str:
+    """The functions a py-spy raw record spent most samples in (self time)."""
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(count)
+        own[stack.split(";")[-1]] += int(count)
+    return "\n".join(f"  {n / total:6.1%}  {frame}" for frame, n in own.most_common(top))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in the throughput run")
-    parser.add_argument("--latency-rounds", type=int, default=2000, help="round trips timed")
-    parser.add_argument("--slots", type=int, default=16, help="jobs a worker leases per poll")
-    parser.add_argument("--client", choices=sorted(SIDES), default="garage")
-    parser.add_argument("--peer", choices=["none", "celery"], default="none")
-    parser.add_argument("--blocks", type=int, default=4, help="alternations with the peer")
+    parser.add_argument("--jobs", type=int, default=5_000, help="jobs in the throughput run")
+    parser.add_argument("--rounds", type=int, default=2000, help="round trips timed, in all")
+    parser.add_argument("--blocks", type=int, default=8, help="alternations with the peer")
+    parser.add_argument("--peer", choices=["none", "celery"], default="celery")
+    parser.add_argument("--profile", type=Path, help="py-spy records go to this folder")
     args = parser.parse_args()
+    rounds = max(args.rounds // args.blocks, 1)
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as redis_url:
-        with broker(f"{redis_url}/0", Path(tmp) / "broker.log") as url:
-            keys = run(make_keys(url))
-            if args.peer == "none":
-                samples = run(garage_latency(url, keys, args.client, args.latency_rounds))
-                print(f"latency, garage ({args.client}), {len(samples)} jobs (ms): "
-                      + describe(samples))  # fmt: skip
-            else:
-                compare_latency(url, keys, redis_url, Path(tmp), args)
-            figures = run(garage_throughput(url, keys, args.client, args.jobs, args.slots))
-            print(f"throughput, garage ({args.client}), {args.jobs} jobs, 2 workers x "
-                  f"{args.slots} slots (jobs/s): {rates(figures)}")  # fmt: skip
+        folder = Path(tmp)
+        with broker(f"{redis_url}/0", folder / "broker.log") as service:
+            url = service.url
+            user, worker = run(make_keys(url))
+            ours: list[float] = []
+            theirs: list[float] = []
+            with workers(url, worker, 1, folder, [*DEMO, "--slots", "8"]) as [daemon]:
+                peer = _celery(redis_url, folder, 1) if args.peer == "celery" else None
+                with peer or _nothing():
+                    spies = _spies(args.profile, service.pid, daemon.pid, args.blocks * rounds)
+                    for block in range(args.blocks):
+                        mine = run(latency(url, user, rounds))
+                        ours += mine
+                        line = f"block {block + 1}: garage p50 {statistics.median(mine):.2f} ms"
+                        if peer is not None:
+                            import celery_peer
+
+                            other = celery_peer.latency(rounds, warmup=WARMUP)
+                            theirs += other
+                            line += f", celery {statistics.median(other):.2f} ms"
+                        print(line, flush=True)
+                    for process in spies:
+                        process.wait()
+            print(f"latency, garage (garage worker run), {len(ours)} jobs (ms): {describe(ours)}")
+            if theirs:
+                print(f"latency, celery (solo pool), {len(theirs)} jobs (ms): {describe(theirs)}")
+                ratio = statistics.median(ours) / statistics.median(theirs)
+                print(f"latency p50 ratio garage / celery: {ratio:.2f}")
+            if args.profile:
+                for name in ("worker", "broker"):
+                    print(f"where the {name}'s samples went (self):")
+                    print(summarize(args.profile / f"{name}.raw"))
+            ids, queued = run(queue(url, user, args.jobs))
+            with workers(url, worker, 2, folder, [*DEMO, "--slots", "16"]):
+                rate = run(drained(url, user, ids))
+            print(f"throughput, garage, {args.jobs} jobs, 2 daemons x 16 slots: queued "
+                  f"{queued:.0f} jobs/s, drained {rate:.0f} jobs/s")  # fmt: skip
         if args.peer == "celery":
             import celery_peer
 
-            celery_peer.configure(redis_url)
-            with celery_peer.workers(redis_url, 2, Path(tmp) / "celery.log"):
+            with _celery(redis_url, folder, 2):
                 figures = celery_peer.throughput(args.jobs)
-            print(f"throughput, celery, {args.jobs} jobs, 2 solo workers (jobs/s): "
-                  f"{rates(figures)}")  # fmt: skip
+            print(f"throughput, celery, {args.jobs} jobs, 2 solo workers: queued "
+                  f"{figures['submit_per_s']:.0f} jobs/s, drained {figures['drain_per_s']:.0f} "
+                  f"jobs/s")  # fmt: skip
 
 
-def compare_latency(
-    url: str, keys: tuple[str, str], redis_url: str, tmp: Path, args: argparse.Namespace
-) -> None:
+def _celery(redis_url: str, folder: Path, count: int) -> AbstractContextManager[None]:
     import celery_peer
 
     celery_peer.configure(redis_url)
-    rounds = max(args.latency_rounds // args.blocks, 1)
-    ours: list[float] = []
-    theirs: list[float] = []
-    with celery_peer.workers(redis_url, 1, tmp / "celery.log"):
-        for block in range(args.blocks):
-            garage_block = run(garage_latency(url, keys, args.client, rounds))
-            celery_block = celery_peer.latency(rounds)
-            ours += garage_block
-            theirs += celery_block
-            print(f"block {block + 1}: p50 garage {statistics.median(garage_block):.2f} ms, "
-                  f"celery {statistics.median(celery_block):.2f} ms")  # fmt: skip
-    print(f"latency, garage ({args.client}), {len(ours)} jobs (ms): {describe(ours)}")
-    print(f"latency, celery (solo pool), {len(theirs)} jobs (ms): {describe(theirs)}")
+    return celery_peer.workers(redis_url, count, folder / "celery.log")
+
+
+def _nothing() -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _spies(folder: Path | None, broker_pid: int, daemon_pid: int, rounds: int) -> list:
+    if folder is None:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = rounds * 0.006  # about as long as the blocks
+    return [spy(daemon_pid, folder / "worker.raw", seconds),
+            spy(broker_pid, folder / "broker.raw", seconds)]  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,8 +1,11 @@
-"""The processes a benchmark runs against: a `redis-server` on a free loopback port and a
-`garage broker run` on it. Each is stopped when its block ends."""
+"""The processes a benchmark runs: a `redis-server` on a free loopback port, `garage broker
+run` on it, `garage worker run` daemons, and a fake OpenAI-compatible backend. Each is
+stopped when its block ends. Nothing here stands in for a garage process: the broker and
+the workers are the shipped commands, started as a user would start them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -10,14 +13,29 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from garage.broker.store.embedded import find_redis_server
+import httpx
 
-__all__ = ["ADMIN_KEY", "broker", "free_port", "redis_server"]
+from garage.broker.store.embedded import find_redis_server
+from garage.client import AsyncClient
+
+__all__ = [
+    "ADMIN_KEY",
+    "ROOT",
+    "Service",
+    "broker",
+    "fake_openai",
+    "free_port",
+    "make_keys",
+    "redis_server",
+    "workers",
+]
 
 ADMIN_KEY = "bench-admin"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -53,26 +71,90 @@ def redis_server(folder: Path) -> Iterator[str]:
         process.wait()
 
 
+def _garage(*args: str) -> list[str]:
+    return [sys.executable, "-m", "garage.cli", *args]
+
+
+@dataclass(frozen=True)
+class Service:
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def broker(redis_url: str, log: Path) -> Iterator[str]:
-    """`garage broker run` on `redis_url`, with ADMIN_KEY as its admin key; yields its URL."""
-    env = {**os.environ, "GARAGE_ADMIN_KEY": ADMIN_KEY, "PYTHONUNBUFFERED": "1"}
+def _announced(command: list[str], log: Path, env: dict[str, str]) -> Iterator[Service]:
+    """Runs `command` until the block ends; yields the URL it prints as 'listening on'."""
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "garage.cli", "broker", "run", "--port", "0",
-             "--redis-url", redis_url, "--log-level", "warning"],
-            env=env, stdout=handle, stderr=subprocess.STDOUT,
+            command, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, cwd=ROOT,
+            stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while True:
-            found = re.search(r"listening on (http://\S+)", log.read_text())
-            if found:
-                break
+        while not (found := re.search(r"listening on (http://\S+)", log.read_text())):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text())
+                raise RuntimeError(f"{command[2:5]} did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield found.group(1)
+        yield Service(found.group(1), process.pid)
     finally:
         process.terminate()
         process.wait()
+
+
+def broker(redis_url: str, log: Path) -> contextlib.AbstractContextManager[Service]:
+    """`garage broker run` on `redis_url`, with ADMIN_KEY as its admin key; its URL."""
+    command = _garage("broker", "run", "--port", "0", "--redis-url", redis_url,
+                      "--log-level", "warning")  # fmt: skip
+    return _announced(command, log, {"GARAGE_ADMIN_KEY": ADMIN_KEY})
+
+
+def fake_openai(log: Path, *options: str) -> contextlib.AbstractContextManager[Service]:
+    """The tests' fake OpenAI-compatible server (vLLM's wire format, SSE) as a process."""
+    command = [sys.executable, "-m", "tests.fakes.openai", *options]
+    return _announced(command, log, {})
+
+
+async def make_keys(url: str) -> tuple[str, str]:
+    """A user key and a worker key, made with the admin key."""
+    async with AsyncClient(url, ADMIN_KEY) as admin:
+        user = await admin.create_key("user", "bench-user")
+        worker = await admin.create_key("worker", "bench-worker")
+    return user.key, worker.key
+
+
+@contextlib.contextmanager
+def workers(
+    url: str, worker_key: str, count: int, folder: Path, options: Sequence[str]
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` `garage worker run` daemons with `options`, returned once the broker lists
+    every one of them (their first poll arrived)."""
+    env = {**os.environ, "GARAGE_WORKER_BROKER": url, "GARAGE_WORKER_TOKEN": worker_key}
+    processes = []
+    for i in range(count):
+        with (folder / f"worker-{i}.log").open("wb") as log:
+            command = _garage("worker", "run", "--name", f"bench-{i}", "--log-level",
+                              "warning", *options)  # fmt: skip
+            processes.append(
+                subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            )
+    try:
+        asyncio.run(_until_listed(url, count, processes))
+        yield processes
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait()
+
+
+async def _until_listed(url: str, count: int, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient(base_url=url) as http:
+        while True:
+            reply = await http.get("/v1/workers", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            names = {w["name"] for w in reply.json()["data"]}
+            if all(f"bench-{i}" in names for i in range(count)):
+                return
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError("the workers did not come up; see worker-*.log")
+            await asyncio.sleep(0.1)

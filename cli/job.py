@@ -85,7 +85,7 @@ def submit(
     except InputError as exc:
         fail(str(exc), EXIT_USAGE)
     if no_wait:
-        for submitted_id in run_async(_submit_only)(items, lane, url, api_key):
+        for submitted_id in run_async(_submit_only)(model, items, lane, url, api_key):
             click.echo(submitted_id)
         return
     lines = run_async(_run)(model, items, lane, timeout_s, url, api_key)
@@ -105,12 +105,12 @@ def _succeeded(line: dict[str, Any]) -> bool:
 
 
 async def _submit_only(
-    items: list[InputItem], lane: str, url: str | None, api_key: str | None
+    model: str, items: list[InputItem], lane: str, url: str | None, api_key: str | None
 ) -> list[str]:
     """Batch ids for the batch lane, job ids for the interactive lane."""
     async with AsyncClient(url, api_key) as client:
         if lane == Lane.batch:
-            return await submit_batches(client, items)
+            return await submit_batches(client, model, items)
         return [(await client.submit_spec(item.spec)).id for item in items]
 
 
@@ -124,7 +124,7 @@ async def _run(
 ) -> list[dict[str, Any]]:
     async with AsyncClient(url, api_key) as client:
         if lane == Lane.batch:
-            return await run_batches(client, items, timeout_s=timeout_s)
+            return await run_batches(client, model, items, timeout_s=timeout_s)
         return await run_interactive(client, model, items, timeout_s=timeout_s)
 
 

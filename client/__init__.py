@@ -1,8 +1,8 @@
 """garage client: the SDK every other part of garage talks through.
 
 `AsyncClient` holds the logic and `Client` drives it from blocking code (a notebook too);
-`submit` returns a job handle, `map` runs many inputs. The wire models are in
-`garage.contract`, the errors in `garage.client.errors`.
+`submit` returns a job handle, `map` runs many inputs, `run_batch` runs them through the
+Batch API. The wire models are in `garage.contract`, the errors in `garage.client.errors`.
 """
 
 from garage.contract import __version__

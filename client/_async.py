@@ -31,7 +31,9 @@ from garage.contract import (
     job_event_adapter,
 )
 
+from . import _batch_runs
 from ._batch import BatchItem, run_map
+from ._batch_runs import OnProgress
 from ._handles import AsyncJobHandle
 from ._http import Requester
 from ._inputs import JobInput, to_spec
@@ -276,8 +278,74 @@ class AsyncClient:
         )
         return Batch.model_validate(body)
 
-    async def batch(self, batch_id: str) -> Batch:
-        return Batch.model_validate(await self._http.json("GET", f"/v1/batches/{batch_id}"))
+    async def batch(
+        self, batch_id: str, *, wait_s: float = 0, after_done: int | None = None
+    ) -> Batch:
+        """The batch; with `wait_s`, the broker answers once more than `after_done` of its
+        requests ended (None: once it reached a final status), or after `wait_s`."""
+        body = await self._http.json(
+            "GET",
+            f"/v1/batches/{batch_id}",
+            params={"wait_s": wait_s or None, "after_done": after_done if wait_s else None},
+            timeout_s=wait_s + 30 if wait_s else None,
+        )
+        return Batch.model_validate(body)
+
+    async def wait_batch(
+        self,
+        batch_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> Batch:
+        """Waits until the batch reaches a final status (its output files are written then)
+        and returns it; after `timeout_s` it returns the batch as it is (check `status`).
+        `on_progress` gets the batch once at the start and each time its counts change."""
+        return await _batch_runs.wait(self, batch_id, timeout_s=timeout_s, on_progress=on_progress)
+
+    async def submit_batch(
+        self,
+        model: str,
+        inputs: Sequence[JobInput],
+        *,
+        kind: Kind | str | None = None,
+        custom_ids: Sequence[str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Batch]:
+        """Sends the inputs through the Batch API: one uploaded file and one batch per
+        endpoint they need (chat, completion, embedding), in that order. Inputs are read as
+        `submit` reads them; each is named by its custom_id (`item-<index>` by default).
+        Raises ValueError naming the first bad input before anything is sent."""
+        requests = _batch_runs.batch_requests(model, inputs, kind=kind, custom_ids=custom_ids)
+        return await _batch_runs.submit(self, requests, metadata=metadata)
+
+    async def run_batch(
+        self,
+        model: str,
+        inputs: Sequence[JobInput],
+        *,
+        kind: Kind | str | None = None,
+        custom_ids: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """`submit_batch`, then waits for every batch and returns one line per input, in
+        input order, in OpenAI's batch output format: `response` (status_code 200 and the
+        body, or the error of a failed request) or `error` (code and message). A request
+        whose batch did not finish within `timeout_s` gets the error code `unfinished`.
+        `on_progress` is `wait_batch`'s, called for each batch."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        requests = _batch_runs.batch_requests(model, inputs, kind=kind, custom_ids=custom_ids)
+        started = await _batch_runs.submit(self, requests, metadata=metadata)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        finished = await asyncio.gather(
+            *(
+                self.wait_batch(batch.id, timeout_s=remaining, on_progress=on_progress)
+                for batch in started
+            )
+        )
+        return await _batch_runs.read_lines(self, finished, requests, timeout_s=timeout_s)
 
     async def cancel_batch(self, batch_id: str) -> Batch:
         body = await self._http.json("POST", f"/v1/batches/{batch_id}/cancel")

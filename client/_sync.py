@@ -12,10 +12,21 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from garage.contract import Job, JobEvent, JobList, KeyCreated, Lane, ModelList, WorkerList
+from garage.contract import (
+    Batch,
+    Job,
+    JobEvent,
+    JobList,
+    KeyCreated,
+    Kind,
+    Lane,
+    ModelList,
+    WorkerList,
+)
 
 from ._async import AsyncClient
 from ._batch import BatchItem
+from ._batch_runs import OnProgress
 from ._handles import AsyncJobHandle
 from ._inputs import JobInput
 
@@ -176,6 +187,64 @@ class Client:
             progress=progress,
             timeout_s=timeout_s,
             **options,
+        )
+
+    def batch(self, batch_id: str, *, wait_s: float = 0, after_done: int | None = None) -> Batch:
+        """See `AsyncClient.batch`."""
+        return self._call(self._client.batch, batch_id, wait_s=wait_s, after_done=after_done)
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> Batch:
+        """See `AsyncClient.wait_batch`; `on_progress` runs on the client's own thread."""
+        return self._call(
+            self._client.wait_batch, batch_id, timeout_s=timeout_s, on_progress=on_progress
+        )
+
+    def submit_batch(
+        self,
+        model: str,
+        inputs: Sequence[JobInput],
+        *,
+        kind: Kind | str | None = None,
+        custom_ids: Sequence[str] | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[Batch]:
+        """See `AsyncClient.submit_batch`."""
+        return self._call(
+            self._client.submit_batch,
+            model,
+            inputs,
+            kind=kind,
+            custom_ids=custom_ids,
+            metadata=metadata,
+        )
+
+    def run_batch(
+        self,
+        model: str,
+        inputs: Sequence[JobInput],
+        *,
+        kind: Kind | str | None = None,
+        custom_ids: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """See `AsyncClient.run_batch`; `on_progress` runs on the client's own thread."""
+        return self._call(
+            self._client.run_batch,
+            model,
+            inputs,
+            kind=kind,
+            custom_ids=custom_ids,
+            timeout_s=timeout_s,
+            on_progress=on_progress,
+            metadata=metadata,
         )
 
     def models(self) -> ModelList:

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .batches import (
     BATCH_ENDPOINTS,
+    FINAL_BATCH_STATUSES,
     MAX_BATCH_FILE_BYTES,
     MAX_BATCH_REQUESTS,
     Batch,
@@ -21,6 +22,7 @@ from .batches import (
     BatchListQuery,
     BatchRequestCounts,
     BatchStatus,
+    BatchWaitQuery,
 )
 from .errors import ErrorBody, ErrorCode, ErrorDetail, JobErrorType
 from .events import (
@@ -74,6 +76,7 @@ except PackageNotFoundError:  # a source tree that is not installed
 
 __all__ = [
     "BATCH_ENDPOINTS",
+    "FINAL_BATCH_STATUSES",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BATCH_REQUESTS",
     "MAX_WAIT_S",
@@ -86,6 +89,7 @@ __all__ = [
     "BatchListQuery",
     "BatchRequestCounts",
     "BatchStatus",
+    "BatchWaitQuery",
     "CompleteReport",
     "DeltaEvent",
     "DoneEvent",

@@ -1,27 +1,48 @@
-"""OpenAI's batch input format: JSONL, one request per line.
+"""OpenAI's batch file formats: the input, JSONL with one request per line,
 
     {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
 
-Parsed here once for both sides: the broker's Batch API validates an uploaded file with it,
-and `garage job submit` reads local files with it. Every problem names its line.
+and the output, one line per request with its response or its error (`output_line`).
+
+Both live here once for every side: the broker's Batch API validates an uploaded file and
+writes the output files with them, and the client and `garage job submit` read local files
+and build the lines of requests that never reached an output file. Every input problem
+names its line.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from .jobs import JobCreate, Kind, Lane
+from .errors import ErrorCode, JobErrorType
+from .jobs import JobCreate, JobStatus, Kind, Lane
 
-__all__ = ["URL_KINDS", "BatchLine", "BatchLineError", "parse_batch_jsonl", "to_job"]
+__all__ = [
+    "KIND_URLS",
+    "URL_KINDS",
+    "BatchLine",
+    "BatchLineError",
+    "output_line",
+    "parse_batch_jsonl",
+    "to_job",
+]
 
 URL_KINDS = {
     "/v1/chat/completions": Kind.chat,
     "/v1/completions": Kind.completion,
     "/v1/embeddings": Kind.embedding,
+}
+KIND_URLS = {kind: url for url, kind in URL_KINDS.items()}
+
+# OpenAI's codes for a batch request that never ran: its batch expired or was cancelled.
+_NEVER_RAN = {
+    JobStatus.expired: ErrorCode.batch_expired,
+    JobStatus.cancelled: ErrorCode.batch_cancelled,
 }
 
 
@@ -109,3 +130,45 @@ def to_job(line: BatchLine, model: str, **options: Any) -> JobCreate:
         loc = ".".join(str(p) for p in first.get("loc", ()))
         message = str(first["msg"]).removeprefix("Value error, ")
         raise BatchLineError(line.line, f"{loc + ': ' if loc else ''}{message}", "body") from exc
+
+
+def output_line(
+    job_id: str | None,
+    custom_id: str | None,
+    status: JobStatus | str | None,
+    result: Any = None,
+    error: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One line of OpenAI's batch output format for one request, from its job: the job's
+    id (None when no job was made), the request's custom_id, the job's status (None when
+    the job is gone), its result, and its error as the job holds it (message, type, code).
+
+    A succeeded job answers 200 with its result; a failed one answers with its error (400
+    when the backend refused the request, else 500). A job that never ran gets OpenAI's
+    error code for that (batch_expired, batch_cancelled); anything else gets the error's
+    own code if it has one, else `unfinished` (still queued or running) or `job_lost`."""
+    line: dict[str, Any] = {
+        "id": f"batch_req_{job_id}" if job_id else None,
+        "custom_id": custom_id,
+        "response": None,
+        "error": None,
+    }
+    status = JobStatus(status) if status else None
+    if status is JobStatus.succeeded:
+        line["response"] = {"status_code": 200, "request_id": job_id, "body": result}
+        return line
+    detail = dict(error) if error else {"message": f"job {status.value if status else 'lost'}"}
+    if status is JobStatus.failed:
+        code = 400 if detail.get("type") == JobErrorType.backend_rejected else 500
+        line["response"] = {"status_code": code, "request_id": job_id, "body": {"error": detail}}
+        return line
+    if status in _NEVER_RAN:
+        error_code = _NEVER_RAN[status]
+    elif detail.get("code"):
+        error_code = detail["code"]
+    elif status in (JobStatus.queued, JobStatus.running):
+        error_code = ErrorCode.unfinished
+    else:
+        error_code = ErrorCode.job_lost
+    line["error"] = {"code": str(error_code), "message": detail.get("message")}
+    return line

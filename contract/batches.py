@@ -8,9 +8,11 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import In, Out
+from .jobs import MAX_WAIT_S
 
 __all__ = [
     "BATCH_ENDPOINTS",
+    "FINAL_BATCH_STATUSES",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BATCH_REQUESTS",
     "Batch",
@@ -21,6 +23,7 @@ __all__ = [
     "BatchListQuery",
     "BatchRequestCounts",
     "BatchStatus",
+    "BatchWaitQuery",
 ]
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -37,6 +40,12 @@ class BatchStatus(StrEnum):
     expired = "expired"  # some jobs did not start within the completion window
     cancelling = "cancelling"
     cancelled = "cancelled"
+
+
+# Statuses a batch never leaves; its output and error files are written by then.
+FINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.completed, BatchStatus.expired, BatchStatus.cancelled, BatchStatus.failed}
+)
 
 
 class BatchCreate(In):
@@ -100,3 +109,17 @@ class BatchListQuery(In):
 
     limit: int = Field(20, ge=1, le=100)
     after: str | None = Field(None, max_length=64, description="Last id of the previous page.")
+
+
+class BatchWaitQuery(In):
+    """`GET /v1/batches/{id}?wait_s=&after_done=`: a long-poll on the batch's progress."""
+
+    wait_s: float = Field(
+        0, ge=0, le=MAX_WAIT_S, description="Wait up to this long (seconds) for a change."
+    )
+    after_done: int | None = Field(
+        None,
+        ge=0,
+        description="Answer as soon as more than this many requests ended (completed + "
+        "failed); unset: only once the batch reaches a final status.",
+    )

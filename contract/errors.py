@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     job_failed = "job_failed"  # the backend or the worker failed it
     batch_cancelled = "batch_cancelled"  # its batch was cancelled before it ran
     batch_expired = "batch_expired"  # its batch's completion window ran out first
+    job_lost = "job_lost"  # its job was gone (past its retention) when its result was read
+    unfinished = "unfinished"  # the caller stopped waiting before it ended
     internal_error = "internal_error"  # a fault in the broker
 
 

@@ -2,10 +2,13 @@
 
 The whole input file is checked, line by line, before any job is queued; a bad line is a
 400 that names it. Counts are live; the output and error files appear once every job has
-ended (see `broker/store/batches.py` and `broker/finalizer.py`).
+ended (see `broker/store/batches.py` and `broker/finalizer.py`). Reading a batch can wait
+for its progress (`?wait_s=&after_done=`), so a caller follows it without polling.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.responses import Response
 
@@ -15,6 +18,7 @@ from garage.contract import (
     BatchCreate,
     BatchList,
     BatchListQuery,
+    BatchWaitQuery,
     ErrorCode,
     Role,
 )
@@ -28,7 +32,7 @@ __all__ = ["endpoints"]
 _WINDOW_S = 24 * 3600.0
 
 
-async def _own_batch(call: Call[None, None]) -> Batch:
+async def _own_batch(call: Call[Any, Any]) -> Batch:
     batch_id = call.path["batch_id"]
     found = await call.broker.store.batches.get(batch_id)
     if found is None or not call.caller.can_see(found[0]):
@@ -75,9 +79,14 @@ async def list_batches(call: Call[None, BatchListQuery]) -> Response:
     )
 
 
-async def get_batch(call: Call[None, None]) -> Response:
-    """The batch, with its request counts as of now."""
-    return json_response(await _own_batch(call))
+async def get_batch(call: Call[None, BatchWaitQuery]) -> Response:
+    """The batch with its request counts; with `wait_s`, once more than `after_done` of its
+    requests ended or it reached a final status, or after `wait_s`, whichever comes first."""
+    batch = await _own_batch(call)
+    query = call.query
+    return json_response(
+        await call.broker.jobs.wait_batch(batch, wait_s=query.wait_s, after_done=query.after_done)
+    )
 
 
 async def cancel_batch(call: Call[None, None]) -> Response:
@@ -93,8 +102,9 @@ endpoints = [
              Role.user, body=BatchCreate, reply=Batch),
     Endpoint("GET", "/v1/batches", list_batches, "List your batches", _TAGS, Role.user,
              query=BatchListQuery, reply=BatchList),
-    Endpoint("GET", "/v1/batches/{batch_id}", get_batch, "Read a batch", _TAGS, Role.user,
-             reply=Batch),
+    Endpoint("GET", "/v1/batches/{batch_id}", get_batch,
+             "Read a batch (optionally wait for its progress)", _TAGS, Role.user,
+             query=BatchWaitQuery, reply=Batch),
     Endpoint("POST", "/v1/batches/{batch_id}/cancel", cancel_batch, "Cancel a batch", _TAGS,
              Role.user, reply=Batch),
 ]  # fmt: skip

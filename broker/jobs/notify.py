@@ -3,19 +3,23 @@
 One Redis subscription per broker process serves every parked poll, every request waiting
 for a job's end, and every SSE reader:
 
-- `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`polls.py`).
+- `garage:wake` ("<model> <job id>") wakes one parked poll for the model (`polls.py`);
+  "<model> *<n>" (a batch made n jobs claimable at once) wakes up to n.
 - `garage:ended` (a job id) releases the requests in this process waiting for that job.
   A process about to wait marks the job as watched (`submit.lua` for its own submits,
   `watch.lua` otherwise), and an end is published only when a process other than the one
   ending it watches; so a job nobody waits for (a batch job) or one that ends where it is
   waited for costs no message, and no waiting request costs a SUBSCRIBE.
-- `garage:ev:{id}` (a new stream entry) wakes the SSE readers of that job; a process
+- `garage:ev:{id}` (a new stream entry, with the entry before it and the event itself)
+  hands the event to the job's readers in this process (`StreamReader`); a process
   subscribes to it once, however many of its readers follow the job.
+- `garage:batch-ev:{id}` (a batch's counts changed, or it reached a final status) wakes
+  the requests waiting on that batch, with one subscription per process in the same way.
 
 What this process did itself (a submit, a completion) it signals at once, without waiting
-for the message to come back from Redis; the echo of a wake it already delivered is dropped.
-A completion in this process also hands its waiters the finished job, so they answer
-without reading it back from Redis.
+for the message to come back from Redis; the echo of a wake it already delivered is
+dropped. A completion in this process also hands its waiters the finished job, and a
+stream's message carries its new event, so neither is read back from Redis.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 
 from garage.contract import Job
 
 from ..store import Store, keys
+from ..store.events import StoredEvent
 from .polls import ClaimHints, ParkedPolls
 
-__all__ = ["JobEnd", "Notifier"]
+__all__ = ["JobEnd", "Notifier", "StreamReader"]
 
 _LOCAL_WAKES_MAX = 10_000
+_PUSHED_MAX = 256  # events handed to a reader that is slow to take them; then it reads
 
 
 class JobEnd:
@@ -56,6 +63,51 @@ class JobEnd:
         self._event.set()
 
 
+class StreamReader:
+    """One reader of a job's stream in this process. Each message about the stream brings
+    its new event and the entry before it; the reader takes the events that continue
+    from where it is (`take`) and reads the stream only when one is missing (`stale`:
+    something came that does not follow on, or a message may have been lost)."""
+
+    __slots__ = ("_pushed", "changed", "stale")
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()  # a message came, or `stale` was set
+        self.stale = True  # nothing read yet
+        self._pushed: deque[tuple[str | None, StoredEvent]] = deque(maxlen=_PUSHED_MAX)
+
+    @property
+    def has_pushed(self) -> bool:
+        return bool(self._pushed)
+
+    def push(self, previous_id: str | None, event: StoredEvent) -> None:
+        self._pushed.append((previous_id, event))
+        self.changed.set()
+
+    def take(self, position: str | None) -> list[StoredEvent]:
+        """The events from messages that follow `position` without a gap. One that does not
+        follow on means something was missed: the stream is to be read instead."""
+        taken: list[StoredEvent] = []
+        while self._pushed:
+            previous_id, event = self._pushed.popleft()
+            if previous_id != position:
+                if _entry_order(event.id) > _entry_order(position):  # not one it read
+                    self.stale = True
+                    self._pushed.clear()
+                continue
+            taken.append(event)
+            position = event.id
+        return taken
+
+
+def _entry_order(entry_id: str | None) -> tuple[int, int]:
+    """A stream entry id ("<ms>-<seq>") as something that sorts; None sorts first."""
+    if entry_id is None:
+        return (-1, -1)
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
+
+
 class Notifier:
     def __init__(self, store: Store) -> None:
         # Names this process in a job's 'watched' field, so a job this process both waits
@@ -63,8 +115,9 @@ class Notifier:
         self.process_id = secrets.token_hex(8)
         self.polls = ParkedPolls()
         self.hints = ClaimHints()
-        self._streams: dict[str, set[asyncio.Event]] = {}
+        self._streams: dict[str, set[StreamReader]] = {}
         self._ends: dict[str, set[JobEnd]] = {}
+        self._batches: dict[str, set[asyncio.Event]] = {}  # batch id -> requests waiting
         self._woken_here: set[str] = set()
         self._queueing: dict[str, bool] = {}  # job id -> its wake's echo already came
         self._subscriber = store.subscriber(self._on_message, self._on_subscribed)
@@ -86,7 +139,11 @@ class Notifier:
         if channel == keys.WAKE_CHANNEL:
             model, _, job_id = data.rpartition(" ")
             self.hints.woken(model)
-            if job_id in self._woken_here:
+            if job_id.startswith("*"):  # a batch's jobs, none queued by a submit here
+                for _ in range(int(job_id[1:])):
+                    if not self.polls.wake(model):
+                        break
+            elif job_id in self._woken_here:
                 self._woken_here.discard(job_id)
             else:
                 self.polls.wake(model)
@@ -95,8 +152,15 @@ class Notifier:
         elif channel == keys.ENDED_CHANNEL:
             self.job_ended(data)
         elif channel.startswith(keys.EVENTS_CHANNEL_PREFIX):
-            for event in self._streams.get(channel[len(keys.EVENTS_CHANNEL_PREFIX) :], ()):
-                event.set()
+            readers = self._streams.get(channel[len(keys.EVENTS_CHANNEL_PREFIX) :])
+            if readers:
+                previous_id, entry_id, event = data.split(" ", 2)
+                stored = StoredEvent(entry_id, event)
+                for reader in readers:
+                    reader.push(None if previous_id == "-" else previous_id, stored)
+        elif channel.startswith(keys.BATCH_CHANNEL_PREFIX):
+            for changed in self._batches.get(channel[len(keys.BATCH_CHANNEL_PREFIX) :], ()):
+                changed.set()
 
     @contextlib.contextmanager
     def queueing(self, job_id: str) -> Iterator[None]:
@@ -141,18 +205,36 @@ class Notifier:
                 del self._ends[job_id]
 
     @contextlib.asynccontextmanager
-    async def stream(self, job_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set whenever the job's stream grows, for the duration of the block."""
-        changed = asyncio.Event()
+    async def stream(self, job_id: str) -> AsyncIterator[StreamReader]:
+        """A reader of the job's stream, for the duration of the block."""
+        reader = StreamReader()
         readers = self._streams.setdefault(job_id, set())
         first = not readers
-        readers.add(changed)
+        readers.add(reader)
         try:
             if first:
                 await self._subscriber.add(keys.events_channel(job_id))
-            yield changed
+            yield reader
         finally:
-            readers.discard(changed)
+            readers.discard(reader)
             if not readers:
                 del self._streams[job_id]
                 await self._subscriber.remove(keys.events_channel(job_id))
+
+    @contextlib.asynccontextmanager
+    async def batch_changes(self, batch_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever the batch's counts change or it reaches a final status,
+        for the duration of the block; subscribed before the block starts."""
+        changed = asyncio.Event()
+        waiting = self._batches.setdefault(batch_id, set())
+        first = not waiting
+        waiting.add(changed)
+        try:
+            if first:
+                await self._subscriber.add(keys.batch_channel(batch_id))
+            yield changed
+        finally:
+            waiting.discard(changed)
+            if not waiting:
+                del self._batches[batch_id]
+                await self._subscriber.remove(keys.batch_channel(batch_id))

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from garage.contract import (
+    FINAL_BATCH_STATUSES,
     TERMINAL_STATUSES,
     Batch,
     BatchCreate,
@@ -238,12 +239,19 @@ class JobService:
 
     async def follow(self, job_id: str, *, after: str | None = None) -> AsyncIterator[StoredEvent]:
         """The job's events after `after` (from the start when None) as they come, ending
-        after its `done` or `error` event, or when the job is gone (retention)."""
+        after its `done` or `error` event, or when the job is gone (retention).
+
+        The stream is read at the start; after that, each new event comes in the message
+        that announces it (`StreamReader`), and the stream is read again only when one
+        does not follow on from the last (a message was missed) or none came for a while."""
         position = after
-        async with self._notifier.stream(job_id) as changed:
+        async with self._notifier.stream(job_id) as reader:
+            first = True
             while True:
-                changed.clear()
-                events = await self._store.events.read(job_id, after=position)
+                events = reader.take(position)
+                if not events and reader.stale:
+                    reader.stale = False
+                    events = await self._store.events.read(job_id, after=position)
                 for event in events:
                     yield event
                     position = event.id
@@ -251,12 +259,19 @@ class JobService:
                         return
                 if events:
                     continue
-                if position is not None and await self._ended_before(job_id, position):
-                    return
-                if await self._store.jobs.status(job_id) is None:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), _RECHECK_S)
+                if first and position is not None and await self._ended_before(job_id, position):
+                    return  # resumed after its last event
+                first = False
+                reader.changed.clear()
+                if reader.stale or reader.has_pushed:
+                    continue
+                try:
+                    async with asyncio.timeout(_RECHECK_S):
+                        await reader.changed.wait()
+                except TimeoutError:  # a message may be lost, or the job expired
+                    if await self._store.jobs.status(job_id) is None:
+                        return
+                    reader.stale = True
 
     async def _ended_before(self, job_id: str, position: str) -> bool:
         """Whether the job's last event, at or before `position`, ended its stream."""
@@ -291,8 +306,40 @@ class JobService:
     async def create_batch(
         self, owner: str, create: BatchCreate, specs: Sequence[JobCreate]
     ) -> Batch:
-        """Records a batch and queues its jobs (already checked) in the batch lane."""
+        """Records a batch and queues its jobs (already checked) in the batch lane, all at
+        once: a broker that dies on the way leaves no part of it."""
         batch = await self._store.batches.create(owner, create, specs)
         for spec in specs:
             self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
         return batch
+
+    async def wait_batch(self, batch: Batch, *, wait_s: float, after_done: int | None) -> Batch:
+        """The batch once more than `after_done` of its requests ended (None: never
+        enough) or it reached a final status, or as it is after `wait_s`."""
+        if wait_s <= 0 or _batch_answers(batch, after_done):
+            return batch
+        deadline = time.monotonic() + wait_s
+        # Subscribed before the read below, so no change after that read slips past.
+        async with self._notifier.batch_changes(batch.id) as changed:
+            while True:
+                changed.clear()
+                found = await self._store.batches.get(batch.id)
+                if found is None:  # gone past its retention meanwhile
+                    return batch
+                batch = found[1]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or _batch_answers(batch, after_done):
+                    return batch
+                # Re-read now and then in case a pub/sub message went missing.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, _RECHECK_S)):
+                        await changed.wait()
+
+
+def _batch_answers(batch: Batch, after_done: int | None) -> bool:
+    """Whether a wait on the batch is over: it reached a final status, or more than
+    `after_done` of its requests ended."""
+    if batch.status in FINAL_BATCH_STATUSES:
+        return True
+    counts = batch.request_counts
+    return after_done is not None and counts.completed + counts.failed > after_done

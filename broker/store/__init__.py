@@ -71,7 +71,7 @@ class Store:
             fleet=FleetStore(redis, clock, alive_ms=worker_alive_ms),
             apikeys=ApiKeyStore(redis, clock),
             files=files,
-            batches=BatchStore(redis, scripts, clock, jobs, files, retention_ms=retention_ms),
+            batches=BatchStore(redis, scripts, clock, files, retention_ms=retention_ms),
             kind=kind,
             channel=channel,
         )

@@ -1,10 +1,17 @@
 """Batches in Redis: a record with live counts, its jobs in input order, and the writing
 of its output and error files once every job has ended.
 
+A batch is created whole or not at all. `stage` writes its jobs in chunks where nothing
+reads them (`stage_batch.lua`: job hashes, the job list and staging sets, all with a TTL),
+then `commit` makes all of them live in one script (`commit_batch.lua`), with the record.
+A broker that dies before the commit leaves only staged keys, which expire by themselves.
+
 Counting happens in the Lua scripts (`count_for_batch` in `lib.lua`), as each job ends, so
-the counts are exact with any number of brokers. The last job to end queues the batch in
+the counts are exact with any number of brokers; each change is published on the batch's
+channel for the requests that wait on it. The last job to end queues the batch in
 `garage:batches:finalize`; `claim_batch.lua` hands it to one broker at a time to write the
-files. Writing is idempotent, so a broker that dies mid-way only delays it.
+files. Writing is idempotent, so a broker that dies mid-way only delays it. Once written,
+the batch and its job list expire after the retention time, as its jobs and files do.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from garage.contract import (
@@ -24,20 +32,25 @@ from garage.contract import (
     JobError,
     JobErrorType,
 )
+from garage.contract.batch_file import output_line
 
 from ..clock import Clock
 from ..ids import new_id
 from . import keys
 from .files import FileStore
-from .jobs import JobStore
+from .jobs import new_job_id, staged_job_args
 from .scripts import Scripts
 
-__all__ = ["BatchStore"]
+__all__ = ["STAGING_TTL_MS", "BatchNotCommitted", "BatchStore", "StagedBatch"]
 
 logger = logging.getLogger(__name__)
 
 _WINDOW_MS = 24 * 3600 * 1000
 _READ_CHUNK = 1000
+_STAGE_CHUNK = 500  # jobs per stage_batch.lua call
+# How long staged jobs wait for their commit before Redis drops them: far longer than any
+# staging takes, short enough that a broker that died mid-way leaves nothing for long.
+STAGING_TTL_MS = 3600 * 1000
 _CANCEL_ERROR = JobError(
     message="the batch was cancelled", type=JobErrorType.cancelled, code=ErrorCode.batch_cancelled
 ).model_dump_json()
@@ -47,13 +60,27 @@ _TIMESTAMPS = (
 )  # fmt: skip
 
 
+class BatchNotCommitted(RuntimeError):
+    """The staged jobs did not add up to the batch (a chunk lost on the way, or staged
+    longer than the staging TTL): nothing was made live."""
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch whose jobs are staged, waiting for `BatchStore.commit`."""
+
+    batch_id: str
+    owner: str
+    total: int
+    record: dict[str, Any]  # the batch's hash, as the commit writes it
+
+
 class BatchStore:
     def __init__(
         self,
         redis: Any,
         scripts: Scripts,
         clock: Clock,
-        jobs: JobStore,
         files: FileStore,
         *,
         retention_ms: int,
@@ -61,12 +88,19 @@ class BatchStore:
         self._redis = redis
         self._scripts = scripts
         self._clock = clock
-        self._jobs = jobs
         self._files = files
         self._retention_ms = retention_ms
 
     async def create(self, owner: str, spec: BatchCreate, specs: Sequence[JobCreate]) -> Batch:
-        """Records the batch and queues its jobs (already validated) in the batch lane."""
+        """Records the batch and queues its jobs (already validated), all at once."""
+        staged = await self.stage(owner, spec, specs)
+        batch = await self.commit(staged)
+        logger.info("batch.created", extra={"batch_id": batch.id, "total": len(specs)})
+        return batch
+
+    async def stage(self, owner: str, spec: BatchCreate, specs: Sequence[JobCreate]) -> StagedBatch:
+        """Writes the batch's jobs where no poll, index or reader finds them, expiring
+        unless `commit` runs within the staging TTL."""
         now_ms = self._clock()
         batch_id = "batch_" + new_id("b", now_ms).removeprefix("b_")
         record = {
@@ -77,17 +111,40 @@ class BatchStore:
             "total": len(specs), "completed": 0, "failed": 0,
             "metadata": json.dumps(spec.metadata) if spec.metadata is not None else "",
         }  # fmt: skip
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.batch(batch_id), mapping=record)
-            pipe.zadd(keys.owner_batches(owner), {batch_id: now_ms})
-            await pipe.execute()
-        # Jobs exist only after the record, so no job can end uncounted.
-        job_ids = await self._jobs.submit_many(owner, specs, batch_id=batch_id)
-        for start in range(0, len(job_ids), _READ_CHUNK):
-            await self._redis.rpush(
-                keys.batch_jobs(batch_id), *job_ids[start : start + _READ_CHUNK]
-            )
-        logger.info("batch.created", extra={"batch_id": batch_id, "total": len(specs)})
+        staging_keys = [
+            keys.batch_jobs(batch_id),
+            keys.batch_staged_queues(batch_id),
+            keys.batch_staged_queue_prefix(batch_id),
+            keys.batch_staged_start_deadlines(batch_id),
+        ]
+        for start in range(0, len(specs), _STAGE_CHUNK):
+            now_ms = self._clock()
+            args: list[Any] = [batch_id, owner, now_ms, STAGING_TTL_MS, *staging_keys]
+            for job_spec in specs[start : start + _STAGE_CHUNK]:
+                args += staged_job_args(new_job_id(now_ms), job_spec, now_ms)
+            await self._scripts.stage_batch(args=args)
+        return StagedBatch(batch_id, owner, len(specs), record)
+
+    async def commit(self, staged: StagedBatch) -> Batch:
+        """Makes a staged batch live in one script: the record, every job claimable."""
+        batch_id, owner = staged.batch_id, staged.owner
+        args: list[Any] = [
+            batch_id,
+            staged.record["created_ms"],
+            staged.total,
+            keys.batch(batch_id),
+            keys.batch_jobs(batch_id),
+            keys.owner_batches(owner),
+            keys.owner_jobs(owner),
+            keys.ALL_JOBS,
+            keys.batch_staged_queues(batch_id),
+            keys.batch_staged_queue_prefix(batch_id),
+            keys.batch_staged_start_deadlines(batch_id),
+        ]
+        for field, value in staged.record.items():
+            args += [field, value]
+        if await self._scripts.commit_batch(args=args) == "incomplete":
+            raise BatchNotCommitted(f"batch {batch_id}: not all of its jobs are staged")
         found = await self.get(batch_id)
         assert found is not None
         return found[1]
@@ -98,20 +155,44 @@ class BatchStore:
         return (fields["owner"], _batch(fields)) if fields else None
 
     async def list(self, owner: str, *, limit: int, after: str | None) -> tuple[list[Batch], bool]:
+        """The owner's batches newest first; `after` is the last id of the previous page.
+        Batches made in the same millisecond are ordered by id, as `JobStore.list` does."""
         index = keys.owner_batches(owner)
         upper = "+inf"
+        skip_from: tuple[float, str] | None = None  # (score, id) of the previous page's last
         if after:
             score = await self._redis.zscore(index, after)
             if score is None:
                 return [], False
-            upper = f"({score:.0f}"
-        ids = await self._redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit + 1)
-        batches = []
-        for batch_id in ids[:limit]:
-            found = await self.get(batch_id)
-            if found is not None:
-                batches.append(found[1])
-        return batches, len(ids) > limit
+            upper = f"{score:.0f}"
+            skip_from = (score, after)
+        found: list[Batch] = []
+        gone: list[str] = []
+        offset = 0
+        while len(found) <= limit:
+            scored = await self._redis.zrevrangebyscore(
+                index, upper, "-inf", start=offset, num=limit + 1, withscores=True
+            )
+            offset += len(scored)
+            ids = [
+                batch_id
+                for batch_id, score in scored
+                if skip_from is None or score < skip_from[0] or batch_id < skip_from[1]
+            ]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for batch_id in ids:
+                    pipe.hgetall(keys.batch(batch_id))
+                rows = await pipe.execute()
+            for batch_id, row in zip(ids, rows, strict=True):
+                if row:
+                    found.append(_batch(row))
+                else:
+                    gone.append(batch_id)
+            if len(scored) <= limit:
+                break
+        if gone:  # expired after their retention time: drop them from the index lazily
+            await self._redis.zrem(index, *gone)
+        return found[:limit], len(found) > limit
 
     async def cancel(self, batch_id: str) -> None:
         """Cancels the batch's jobs that have not ended; the finalizer then writes what
@@ -177,7 +258,10 @@ class BatchStore:
         update.update({"status": status.value, f"{status.value}_ms": self._clock()})
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=update)
+            pipe.pexpire(key, self._retention_ms)
+            pipe.pexpire(keys.batch_jobs(batch_id), self._retention_ms)
             pipe.zrem(keys.BATCHES_TO_FINALIZE, batch_id)
+            pipe.publish(keys.batch_channel(batch_id), status.value)
             await pipe.execute()
         logger.info("batch.finalized", extra={"batch_id": batch_id, "status": status.value})
 
@@ -192,42 +276,17 @@ class BatchStore:
                 rows = await pipe.execute()
             for job_id, (status, result, error, metadata) in zip(ids, rows, strict=True):
                 custom_id = json.loads(metadata or "{}").get("custom_id")
-                line = _result_line(job_id, custom_id, status, result, error)
-                (outputs if status == "succeeded" else errors).append(line)
+                line = output_line(
+                    job_id,
+                    custom_id,
+                    status,
+                    json.loads(result) if result else None,
+                    json.loads(error) if error else None,
+                )
+                text = json.dumps(line, separators=(",", ":")) + "\n"
+                (outputs if status == "succeeded" else errors).append(text)
                 expired = expired or status == "expired"
         return outputs, errors, expired
-
-
-def _result_line(
-    job_id: str,
-    custom_id: str | None,
-    status: str | None,
-    result: str | None,
-    error: str | None,
-) -> str:
-    """One line of OpenAI's batch output format."""
-    line: dict[str, Any] = {"id": f"batch_req_{job_id}", "custom_id": custom_id}
-    if status == "succeeded":
-        line["response"] = {
-            "status_code": 200,
-            "request_id": job_id,
-            "body": json.loads(result or "null"),
-        }
-        line["error"] = None
-        return json.dumps(line, separators=(",", ":")) + "\n"
-    detail = json.loads(error) if error else {"message": f"job {status or 'lost'}"}
-    if status == "failed":
-        code = 400 if detail.get("type") == "backend_rejected" else 500
-        line["response"] = {"status_code": code, "request_id": job_id, "body": {"error": detail}}
-        line["error"] = None
-    else:
-        codes = {"expired": "batch_expired", "cancelled": "batch_cancelled"}
-        line["response"] = None
-        line["error"] = {
-            "code": codes.get(status or "", "job_lost"),
-            "message": detail.get("message"),
-        }
-    return json.dumps(line, separators=(",", ":")) + "\n"
 
 
 def _batch(fields: dict[str, str]) -> Batch:

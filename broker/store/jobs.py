@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Generator, Sequence
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,15 @@ from ..ids import new_id, new_token
 from . import keys
 from .scripts import Scripts
 
-__all__ = ["CancelOutcome", "JobStore", "LeaseTarget", "PendingSubmit", "Submitted", "new_job_id"]
+__all__ = [
+    "CancelOutcome",
+    "JobStore",
+    "LeaseTarget",
+    "PendingSubmit",
+    "Submitted",
+    "new_job_id",
+    "staged_job_args",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -190,26 +198,6 @@ class JobStore:
                            lease_to.lease_ms]  # fmt: skip
         return PendingSubmit(job, lease, self._scripts.submit(args=args))
 
-    async def submit_many(
-        self, owner: str, specs: Sequence[JobCreate], *, batch_id: str, chunk: int = 500
-    ) -> list[str]:
-        """Queues many jobs of one batch, `chunk` scripts per round trip; returns their ids
-        in order. Each job records `custom_id` from its spec's metadata."""
-        ids: list[str] = []
-        for start in range(0, len(specs), chunk):
-            now_ms = self._clock()
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for spec in specs[start : start + chunk]:
-                    job_id = new_job_id(now_ms)
-                    request = {**spec.request, "model": spec.model}
-                    args = self._submit_args(
-                        owner, spec, job_id, now_ms, request, batch_id=batch_id
-                    )
-                    await self._scripts.submit(args=args, client=pipe)
-                    ids.append(job_id)
-                await pipe.execute()
-        return ids
-
     def _submit_args(
         self,
         owner: str,
@@ -219,7 +207,6 @@ class JobStore:
         request: dict[str, Any],
         *,
         idem: str = "",
-        batch_id: str | None = None,
         watcher: str = "",
     ) -> list[Any]:
         return [
@@ -234,7 +221,7 @@ class JobStore:
             _deadline(now_ms, spec.start_timeout_s),
             _deadline(now_ms, spec.timeout_s),
             json.dumps(spec.metadata),
-            batch_id or "",
+            "",  # batch_id: batch jobs are made by stage_batch.lua
             idem,
             keys.owner_jobs(owner),
             keys.ALL_JOBS,
@@ -276,23 +263,36 @@ class JobStore:
         status: JobStatus | None = None,
         model: str | None = None,
     ) -> tuple[list[Job], bool]:
-        """Jobs newest first; `before` is the id of the last job of the previous page."""
+        """Jobs newest first; `before` is the id of the last job of the previous page.
+
+        The index orders jobs by creation ms, then by id (Redis orders equal scores by
+        member), and jobs made in the same millisecond are common: a page resumes within
+        the last one's millisecond, after its id, not at the next millisecond."""
         index = keys.owner_jobs(owner) if owner else keys.ALL_JOBS
         upper: str = "+inf"
+        skip_from: tuple[float, str] | None = None  # (score, id) of the previous page's last
         if before:
             score = await self._redis.zscore(index, before)
             if score is None:
                 return [], False
-            upper = f"({score:.0f}" if score == int(score) else f"({score}"
+            upper = f"{score:.0f}" if score == int(score) else f"{score}"
+            skip_from = (score, before)
         found: list[Job] = []
         page = max(limit * 2, 50)
         offset = 0
         gone: list[str] = []
         while len(found) <= limit and offset < _MAX_SCAN:
-            ids = await self._redis.zrevrangebyscore(index, upper, "-inf", start=offset, num=page)
-            if not ids:
+            scored = await self._redis.zrevrangebyscore(
+                index, upper, "-inf", start=offset, num=page, withscores=True
+            )
+            if not scored:
                 break
-            offset += len(ids)
+            offset += len(scored)
+            ids = [
+                job_id
+                for job_id, score in scored
+                if skip_from is None or score < skip_from[0] or job_id < skip_from[1]
+            ]
             async with self._redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
                     pipe.hgetall(keys.job(job_id))
@@ -306,7 +306,7 @@ class JobStore:
                     model is None or job.model == model
                 ):
                     found.append(job)
-            if len(ids) < page:
+            if len(scored) < page:
                 break
         if gone:  # expired after their retention time: drop them from the index lazily
             await self._redis.zrem(index, *gone)
@@ -326,6 +326,23 @@ class JobStore:
 
 def new_job_id(now_ms: int) -> str:
     return new_id("job", now_ms)
+
+
+def staged_job_args(job_id: str, spec: JobCreate, now_ms: int) -> list[Any]:
+    """One batch job's values for `stage_batch.lua`, which writes the hash `submit.lua`
+    writes for a batch job; the same encodings as `JobStore._submit_args`."""
+    request = {**spec.request, "model": spec.model}
+    return [
+        job_id,
+        spec.model,
+        spec.kind.value,
+        spec.lane.value,
+        json.dumps(request, separators=(",", ":")),
+        spec.max_attempts,
+        _deadline(now_ms, spec.start_timeout_s),
+        _deadline(now_ms, spec.timeout_s),
+        json.dumps(spec.metadata),
+    ]
 
 
 def _deadline(now_ms: int, timeout_s: float | None) -> int | str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ALL_JOBS",
     "BATCHES_TO_FINALIZE",
+    "BATCH_CHANNEL_PREFIX",
     "BATCH_PREFIX",
     "ENDED_CHANNEL",
     "EVENTS_CHANNEL_PREFIX",
@@ -23,7 +24,11 @@ __all__ = [
     "api_key",
     "api_key_ids",
     "batch",
+    "batch_channel",
     "batch_jobs",
+    "batch_staged_queue_prefix",
+    "batch_staged_queues",
+    "batch_staged_start_deadlines",
     "events",
     "events_channel",
     "file",
@@ -47,9 +52,12 @@ ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
 BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts
 BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)try (ms)
-WAKE_CHANNEL = ROOT + "wake"  # PUBLISH "<model> <job id>" when a job becomes claimable
+# PUBLISH "<model> <job id>" when a job becomes claimable, "<model> *<n>" when n jobs do
+WAKE_CHANNEL = ROOT + "wake"
 ENDED_CHANNEL = ROOT + "ended"  # PUBLISH the job id when a job reaches an end
 EVENTS_CHANNEL_PREFIX = ROOT + "ev:"  # PUBLISH garage:ev:{id} when a job's stream grows
+# PUBLISH garage:batch-ev:{id} when a batch's counts change or it reaches a final status
+BATCH_CHANNEL_PREFIX = ROOT + "batch-ev:"
 
 
 def job(job_id: str) -> str:
@@ -99,6 +107,26 @@ def batch(batch_id: str) -> str:
 def batch_jobs(batch_id: str) -> str:
     """LIST of the batch's job ids, in the order of the input file's lines."""
     return BATCH_PREFIX + batch_id + ":jobs"
+
+
+def batch_channel(batch_id: str) -> str:
+    return BATCH_CHANNEL_PREFIX + batch_id
+
+
+def batch_staged_queues(batch_id: str) -> str:
+    """SET of "<lane>:<model>" for each queue a batch being created has jobs staged for."""
+    return f"{ROOT}staging:{batch_id}:queues"
+
+
+def batch_staged_queue_prefix(batch_id: str) -> str:
+    """Prefix of the ZSETs (id -> queue score) of a batch's staged jobs, one per
+    "<lane>:<model>" in `batch_staged_queues`."""
+    return f"{ROOT}staging:{batch_id}:queue:"
+
+
+def batch_staged_start_deadlines(batch_id: str) -> str:
+    """ZSET staged job id -> start deadline (ms) of a batch being created."""
+    return f"{ROOT}staging:{batch_id}:start-deadlines"
 
 
 def owner_batches(owner: str) -> str:

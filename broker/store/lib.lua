@@ -9,11 +9,16 @@
 --   leases            ZSET    running job id -> lease expiry (ms)
 --   start-deadlines   ZSET    queued job id -> start deadline (ms)
 --   batch:{id}        HASH    a batch: status, total, completed, failed, timestamps
+--   batch:{id}:jobs   LIST    the batch's job ids in input order
 --   batches:finalize  ZSET    batch id -> when a broker may (re)try writing its results
--- Channels: ev:{id} gets "<stream entry id> <event type>"; wake gets "<model> <job id>"
--- when a job becomes claimable; ended gets the id of a job that reached an end while a
--- broker process other than the one ending it waits for that (the job's 'watched' field:
--- '' nobody, a broker's process id, or '*' for more than one).
+--   staging:{id}:*    a batch being created (stage_batch.lua, commit_batch.lua)
+-- Channels: ev:{id} gets "<previous entry id or -> <entry id> <event JSON>"; wake gets
+-- "<model> <job id>"
+-- when a job becomes claimable ("<model> *<n>" when n jobs of a batch do at once); ended
+-- gets the id of a job that reached an end while a broker process other than the one
+-- ending it waits for that (the job's 'watched' field: '' nobody, a broker's process id,
+-- or '*' for more than one); batch-ev:{id} gets the batch's count of ended jobs when it
+-- changes (and its status from the finalizer when it reaches a final one).
 
 local JOB_PREFIX = '__JOB_PREFIX__'
 local EVENTS_SUFFIX = '__EVENTS_SUFFIX__'
@@ -25,6 +30,7 @@ local ENDED_CHANNEL = '__ENDED_CHANNEL__'
 local BATCH_PREFIX = '__BATCH_PREFIX__'
 local BATCHES_TO_FINALIZE = '__BATCHES_TO_FINALIZE__'
 local EVENTS_CHANNEL_PREFIX = '__EVENTS_CHANNEL_PREFIX__'
+local BATCH_CHANNEL_PREFIX = '__BATCH_CHANNEL_PREFIX__'
 
 -- A requeued job goes ahead of every fresh one: fresh jobs score their creation time in
 -- ms (~1.8e12), requeued ones that minus 1e15, which keeps them in creation order too.
@@ -34,18 +40,28 @@ local function job_key(id) return JOB_PREFIX .. id end
 local function events_key(id) return JOB_PREFIX .. id .. EVENTS_SUFFIX end
 local function queue_key(model, lane) return QUEUE_PREFIX .. model .. ':' .. lane end
 
--- Appends an event (a Lua table, or JSON text) and tells brokers streaming the job.
+-- Appends an event (a Lua table, or JSON text) and tells brokers streaming the job. The
+-- message is "<previous entry id or -> <entry id> <event JSON>": a reader that has read up
+-- to the previous entry takes the event from the message, without reading the stream.
 local function emit(id, event)
   local data = event
   if type(event) ~= 'string' then data = cjson.encode(event) end
-  local entry = redis.call('XADD', events_key(id), '*', 'e', data)
-  redis.call('PUBLISH', EVENTS_CHANNEL_PREFIX .. id, entry)
+  local key = events_key(id)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local entry = redis.call('XADD', key, '*', 'e', data)
+  redis.call('PUBLISH', EVENTS_CHANNEL_PREFIX .. id,
+    (last[1] and last[1][1] or '-') .. ' ' .. entry .. ' ' .. data)
   return entry
 end
 
 -- Tells parked polls that a job of `model` can be claimed.
 local function wake(model, id)
   redis.call('PUBLISH', WAKE_CHANNEL, model .. ' ' .. id)
+end
+
+-- Tells parked polls that `n` jobs of `model` can be claimed, in one message.
+local function wake_many(model, n)
+  redis.call('PUBLISH', WAKE_CHANNEL, model .. ' *' .. n)
 end
 
 local function error_json(message, kind, code)
@@ -57,12 +73,16 @@ local function emit_error(id, status, attempt, err_json)
     '","error":' .. err_json .. '}')
 end
 
--- Counts a batch job's end; the last one hands the batch to the finalizers.
+-- Counts a batch job's end and tells brokers waiting on the batch; the last one hands the
+-- batch to the finalizers. A batch whose record is gone (past its retention) is left so.
 local function count_for_batch(batch_id, status, now_ms)
   local key = BATCH_PREFIX .. batch_id
+  if redis.call('EXISTS', key) == 0 then return end
   redis.call('HINCRBY', key, status == 'succeeded' and 'completed' or 'failed', 1)
   local b = redis.call('HMGET', key, 'total', 'completed', 'failed', 'status')
-  if tonumber(b[2]) + tonumber(b[3]) >= tonumber(b[1]) then
+  local ended = tonumber(b[2]) + tonumber(b[3])
+  redis.call('PUBLISH', BATCH_CHANNEL_PREFIX .. batch_id, ended)
+  if ended >= tonumber(b[1]) then
     if b[4] == 'in_progress' then
       redis.call('HSET', key, 'status', 'finalizing', 'finalizing_ms', now_ms)
     end

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["NAMES", "Script", "Scripts", "source"]
 
 NAMES = ("submit", "claim", "report", "complete", "fail", "cancel", "watch", "reap",
-         "claim_batch")  # fmt: skip
+         "claim_batch", "stage_batch", "commit_batch")  # fmt: skip
 
 _PLACEHOLDERS = {
     "__JOB_PREFIX__": keys.JOB_PREFIX,
@@ -38,6 +38,7 @@ _PLACEHOLDERS = {
     "__BATCH_PREFIX__": keys.BATCH_PREFIX,
     "__BATCHES_TO_FINALIZE__": keys.BATCHES_TO_FINALIZE,
     "__EVENTS_CHANNEL_PREFIX__": keys.EVENTS_CHANNEL_PREFIX,
+    "__BATCH_CHANNEL_PREFIX__": keys.BATCH_CHANNEL_PREFIX,
     **{f"__CODE_{code.name.upper()}__": code.value for code in ErrorCode},
     **{f"__TYPE_{kind.name.upper()}__": kind.value for kind in JobErrorType},
 }
@@ -92,3 +93,5 @@ class Scripts:
         self.watch = script("watch")
         self.reap = script("reap")
         self.claim_batch = script("claim_batch")
+        self.stage_batch = script("stage_batch")
+        self.commit_batch = script("commit_batch")

@@ -1,17 +1,25 @@
 """OpenAI's Batch API through the official SDK: upload, create, live counts, output and
-error files, cancel, and validation before anything is queued."""
+error files, cancel, and validation before anything is queued; and the long-poll on a
+batch's progress over plain HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 
 import httpx
 import openai
 import pytest
+import redis.asyncio as aioredis
 
-from ..conftest import ADMIN_KEY, Network
-from ..support import wait_until
+from garage.broker.jobs.service import _RECHECK_S
+from garage.broker.store import Store, keys
+
+from ..conftest import ADMIN_KEY, LiveBroker, Network
+from ..support import eventually, wait_until
+from .conftest import poll_body
 
 IMAGE = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
 
@@ -188,3 +196,116 @@ def test_batch_limits(sdk: openai.OpenAI, network: Network) -> None:
         while "payload_too_large" not in answer and (chunk := sock.recv(4096)):
             answer += chunk.decode()
     assert answer.startswith("HTTP/1.1 413") and "payload_too_large" in answer
+
+
+# Waiting on a batch's progress: GET /v1/batches/{id}?wait_s=&after_done=
+# (no worker here: the tests lease and end the jobs through the store)
+
+
+async def _create_batch(http: httpx.AsyncClient, user: dict[str, str], count: int) -> str:
+    text = "\n".join(line(f"r{i}", f"p{i}") for i in range(count))
+    uploaded = await http.post(
+        "/v1/files", headers=user, files={"file": ("in.jsonl", text.encode())},
+        data={"purpose": "batch"},
+    )  # fmt: skip
+    created = await http.post(
+        "/v1/batches",
+        headers=user,
+        json={"input_file_id": uploaded.json()["id"], "endpoint": "/v1/chat/completions"},
+    )
+    assert created.status_code == 200, created.text
+    return created.json()["id"]
+
+
+async def _end_jobs(store: Store, count: int) -> None:
+    leases = await store.leases.claim(worker_id="w1", lease_owner="wk", models=["m"], slots=count)
+    assert len(leases) == count
+    for lease in leases:
+        await store.leases.complete(
+            lease.job_id, token=lease.lease_token, lease_owner="wk", result={"ok": True}
+        )
+
+
+async def _waiters(redis: aioredis.Redis, batch_id: str) -> int:
+    """Broker processes subscribed to the batch's channel: a wait on it is under way."""
+    [(_, count)] = await redis.pubsub_numsub(keys.batch_channel(batch_id))
+    return count
+
+
+async def test_reading_a_batch_waits_for_its_progress(
+    http: httpx.AsyncClient, user: dict[str, str], store: Store, redis: aioredis.Redis
+) -> None:
+    batch_id = await _create_batch(http, user, 3)
+    url = f"/v1/batches/{batch_id}"
+
+    started = time.monotonic()
+    unchanged = await http.get(url, params={"wait_s": 0.3, "after_done": 0}, headers=user)
+    assert unchanged.status_code == 200 and time.monotonic() - started >= 0.3
+    assert unchanged.json()["request_counts"]["completed"] == 0
+
+    waiting = asyncio.create_task(
+        http.get(url, params={"wait_s": 30, "after_done": 0}, headers=user)
+    )
+    await eventually(lambda: _waiters(redis, batch_id), what="the wait to subscribe")
+    ended_at = time.monotonic()
+    await _end_jobs(store, 1)
+    answer = (await waiting).json()
+    # Woken by the count's message, not by the periodic re-read.
+    assert time.monotonic() - ended_at < _RECHECK_S / 2
+    assert answer["status"] == "in_progress" and answer["request_counts"]["completed"] == 1
+
+    # Already past after_done: answered at once.
+    past = await http.get(url, params={"wait_s": 30, "after_done": 0}, headers=user)
+    assert past.json()["request_counts"]["completed"] == 1
+
+    # Without after_done only a final status answers, once the output file is written.
+    async def no_waiters() -> bool:
+        return await _waiters(redis, batch_id) == 0
+
+    await eventually(no_waiters, what="the first wait to unsubscribe")
+    final = asyncio.create_task(http.get(url, params={"wait_s": 30}, headers=user))
+    await eventually(lambda: _waiters(redis, batch_id), what="the wait to subscribe")
+    await _end_jobs(store, 2)
+    done = (await final).json()
+    assert done["status"] == "completed" and done["output_file_id"]
+    assert done["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
+
+
+@pytest.mark.parametrize(
+    "params", [{"wait_s": 61}, {"wait_s": -1}, {"after_done": -1}, {"wait_s": "soon"}]
+)
+async def test_a_bad_wait_is_refused(
+    http: httpx.AsyncClient, user: dict[str, str], params: dict
+) -> None:
+    batch_id = await _create_batch(http, user, 1)
+    answer = await http.get(f"/v1/batches/{batch_id}", params=params, headers=user)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_request"
+
+
+async def test_a_new_batch_wakes_as_many_parked_polls_as_it_has_jobs(
+    http: httpx.AsyncClient, user: dict[str, str], worker: dict[str, str], broker: LiveBroker
+) -> None:
+    """Its commit publishes one wake per model, carrying the number of jobs."""
+    notifier = broker.app.state.broker.notifier
+    notifier.hints.woken("m")  # as after a wake: whatever an earlier test left is unknown
+    polls = [
+        asyncio.create_task(
+            http.post(
+                "/v1/worker/poll", json=poll_body(wait_s=20, worker_id=f"w{i}"), headers=worker
+            )
+        )
+        for i in range(3)
+    ]
+
+    async def parked() -> bool:
+        return notifier.polls.waiting("m") == 3
+
+    await eventually(parked, what="three parked polls")
+    created_at = time.monotonic()
+    batch_id = await _create_batch(http, user, 3)
+    replies = await asyncio.wait_for(asyncio.gather(*polls), 15)
+    assert time.monotonic() - created_at < 10  # woken, not timed out after 20 s
+    leased = [lease for reply in replies for lease in reply.json()["leases"]]
+    assert len(leased) == 3 and len({lease["job_id"] for lease in leased}) == 3
+    batch = (await http.get(f"/v1/batches/{batch_id}", headers=user)).json()
+    assert batch["request_counts"]["total"] == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -190,3 +191,24 @@ def test_chat_streams_and_models_lists(network: Network) -> None:
     assert "m" in garage(network, "models").output
     unserved = garage(network, "chat", "-m", "ghost", "hi")
     assert unserved.exit_code == 6 and "no live worker serves model 'ghost'" in unserved.output
+
+
+def test_items_unfinished_at_the_timeout_get_an_error_line_and_exit_1(
+    network: Network, tmp_path: Path
+) -> None:
+    network.backend.configure(hang=True)
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(["never", "answered"]))
+    result = garage(network, "job", "submit", "-m", "m", "-i", str(data), "--timeout", "0.5")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["custom_id"] for line in lines] == ["item-0", "item-1"]
+    assert all(line["response"] is None for line in lines)
+    assert {line["error"]["code"] for line in lines} == {"unfinished"}
+    assert "0 succeeded, 2 failed" in result.output
+    batch_id = lines[0]["error"]["message"].rsplit(" ", 1)[-1]
+    cancelled = httpx.post(
+        f"{network.url}/v1/batches/{batch_id}/cancel",
+        headers={"Authorization": f"Bearer {network.user_key}"},
+    )
+    assert cancelled.status_code == 200  # leaves no job hanging on the worker

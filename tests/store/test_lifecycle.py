@@ -299,6 +299,19 @@ async def test_list_is_per_owner_newest_first(store: Store, clock: ManualClock) 
     assert len(everyone) == 6
 
 
+async def test_paging_loses_no_job_made_in_the_same_millisecond(store: Store) -> None:
+    ids = {await submit(store, owner="u1") for _ in range(10)}  # the clock stands still
+    seen: list[str] = []
+    before = None
+    while True:
+        page, more = await store.jobs.list("u1", limit=3, before=before)
+        seen += [job.id for job in page]
+        if not more:
+            break
+        before = page[-1].id
+    assert sorted(seen) == sorted(ids)  # each once
+
+
 async def test_complete_can_return_the_finished_job(store: Store, clock: ManualClock) -> None:
     job_id = await submit(store)
     [lease] = await claim(store)
