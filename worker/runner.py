@@ -53,28 +53,38 @@ class JobRunner:
         # Beat at least three times per lease, whatever the setting, so one lost report
         # never costs the lease.
         beat_s = min(heartbeat_s, lease.lease_s / 3)
-        self.reporter = LeaseReporter(api, lease, heartbeat_s=beat_s)
-        self._backend_task: asyncio.Task[BackendResult] | None = None
+        self.reporter = LeaseReporter(api, lease, heartbeat_s=beat_s, on_stop=self._interrupt)
+        self._task: asyncio.Task[RunOutcome] | None = None
+        self._in_backend = False  # the task is waiting on the backend: a stop cancels it
+        self._interrupted = False  # ...and it did
         self._handing_back = False
         self.backend_failed = False  # the backend was unavailable: worth a health check
 
     async def run(self) -> RunOutcome:
+        """Runs the job in the calling task: the backend request goes out at once, before
+        anything else this worker has to send (its next poll, say)."""
         lease = self.lease
         log = {"job_id": lease.job_id, "attempt": lease.attempt, "model": lease.model}
         logger.info("job.start", extra=log)
         on_text = None if lease.kind is Kind.embedding else self._on_text
+        self._task = asyncio.current_task()
         reporting = asyncio.create_task(self.reporter.run())
-        self._backend_task = asyncio.create_task(
-            self._backend.run(lease.kind, lease.request, on_text)
-        )
-        stop = asyncio.create_task(self.reporter.stopped.wait())
+        result: BackendResult | None = None
+        failure: BaseException | None = None
+        self._in_backend = True
         try:
-            await asyncio.wait({self._backend_task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            result = await self._backend.run(lease.kind, lease.request, on_text)
+        except asyncio.CancelledError:
+            # Ours (cancelled, lease lost, handing back) unless someone else cancels too.
+            if not self._interrupted or (self._task is not None and self._task.uncancel()):
+                reporting.cancel()
+                raise
+        except Exception as exc:
+            failure = exc
         finally:
-            stop.cancel()
-        if not self._backend_task.done() or self._handing_back:
-            # Cancelled, lease lost, or handing back: drop the work and the backend request.
-            await _cancel(self._backend_task)
+            self._in_backend = False
+        if self._interrupted or self._handing_back:
+            # Drop the work: the backend request is closed by the cancellation.
             await _cancel(reporting)
             if self._handing_back:
                 return await self._hand_back()
@@ -82,18 +92,25 @@ class JobRunner:
         await self.reporter.finish(reporting)
         if self.reporter.stopped.is_set():
             return RunOutcome.stopped
-        try:
-            result = self._backend_task.result()
-        except BackendError as exc:
-            self.backend_failed = exc.retryable
-            logger.info("job.backend_error", extra={**log, "error": exc.message})
-            return await self._fail(exc.to_job_error(), retryable=exc.retryable)
-        except Exception as exc:  # an adapter bug must fail this job, not the worker
-            logger.exception("job.crashed", extra=log)
+        if isinstance(failure, BackendError):
+            self.backend_failed = failure.retryable
+            logger.info("job.backend_error", extra={**log, "error": failure.message})
+            return await self._fail(failure.to_job_error(), retryable=failure.retryable)
+        if failure is not None:  # an adapter bug must fail this job, not the worker
+            logger.error("job.crashed", exc_info=failure, extra=log)
             return await self._fail(
-                JobError(message=f"worker error: {exc!r}", type="worker_error"), retryable=True
+                JobError(message=f"worker error: {failure!r}", type="worker_error"),
+                retryable=True,
             )
+        assert result is not None
         return await self._complete(result)
+
+    def _interrupt(self) -> None:
+        """The reporter stopped (cancelled, lease lost, handing back): abort the backend
+        request if it is under way."""
+        if self._in_backend and self._task is not None and not self._interrupted:
+            self._interrupted = True
+            self._task.cancel()
 
     def hand_back(self) -> None:
         """Stops the job to give it back to the broker (the worker is draining)."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 
 from garage.client import LeaseLost, NotFound, WorkerAPI
 from garage.contract import Lease, LeaseReport
@@ -26,8 +27,16 @@ logger = logging.getLogger(__name__)
 
 
 class LeaseReporter:
-    def __init__(self, api: WorkerAPI, lease: Lease, *, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        api: WorkerAPI,
+        lease: Lease,
+        *,
+        heartbeat_s: float,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self._api = api
+        self._on_stop = on_stop
         self._lease = lease
         self._heartbeat_s = heartbeat_s
         self._buffer: list[str] = []
@@ -35,6 +44,7 @@ class LeaseReporter:
         self.stopped = asyncio.Event()
         self.stop_reason: str | None = None
         self.reports_sent = 0
+        self._started = False
         self._closing = False
 
     def add_text(self, text: str) -> None:
@@ -52,19 +62,30 @@ class LeaseReporter:
             self.stop_reason = reason
             self.stopped.set()
             logger.info("job.stop", extra={"job_id": self._lease.job_id, "reason": reason})
+            if self._on_stop is not None:
+                self._on_stop()
 
     async def finish(self, task: asyncio.Task[None]) -> None:
         """Ends `task` (running `run`) once the report in flight, if any, is answered, so
-        its text is neither lost nor sent twice; what is left goes with the final report."""
+        its text is neither lost nor sent twice; what is left goes with the final report.
+        A task that has not started (the job was over before it got a turn) sent nothing,
+        so it is dropped without waiting for it: the result goes out first."""
         self._closing = True
         self._dirty.set()
+        if not self._started:
+            task.cancel()
+            return
         await task
 
     async def run(self) -> None:
         """Sends reports until told to stop or to finish."""
+        self._started = True
         while not self.stopped.is_set() and not self._closing:
+            # asyncio.timeout, not wait_for: this task waits on the text itself, so the first
+            # token is reported on the loop's next turn, not after a helper task's.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._heartbeat_s)
+                async with asyncio.timeout(self._heartbeat_s):
+                    await self._dirty.wait()
             self._dirty.clear()
             if self._closing:
                 return
