@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -116,6 +117,12 @@ async def drained(url: str, key: str, ids: list[str]) -> float:
     return len(ids) / max((last - first).total_seconds(), 1e-3)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -169,8 +176,14 @@ def main() -> None:
                 peer = _celery(redis_url, folder, 1) if args.peer == "celery" else None
                 with peer or _nothing():
                     spies = _spies(args.profile, service.pid, daemon.pid, args.blocks * rounds)
+                    processes = {"broker": service.pid, "daemon": daemon.pid,
+                                 "client (this process)": os.getpid()}  # fmt: skip
+                    cpu = Counter[str]()
                     for block in range(args.blocks):
+                        before = {name: cpu_s(pid) for name, pid in processes.items()}
                         mine = run(latency(url, user, rounds))
+                        for name, pid in processes.items():
+                            cpu[name] += cpu_s(pid) - before[name]
                         ours += mine
                         line = f"block {block + 1}: garage p50 {statistics.median(mine):.2f} ms"
                         if peer is not None:
@@ -183,6 +196,9 @@ def main() -> None:
                     for process in spies:
                         process.wait()
             print(f"latency, garage (garage worker run), {len(ours)} jobs (ms): {describe(ours)}")
+            timed = args.blocks * (rounds + WARMUP)
+            shares = [f"{name} {seconds / timed * 1e6:.0f} us" for name, seconds in cpu.items()]
+            print("CPU per round trip: " + ", ".join(shares))
             if theirs:
                 print(f"latency, celery (solo pool), {len(theirs)} jobs (ms): {describe(theirs)}")
                 ratio = statistics.median(ours) / statistics.median(theirs)
