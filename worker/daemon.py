@@ -138,7 +138,9 @@ class Worker:
         runner = JobRunner(
             lease, api=self._api, backend=self._backend, heartbeat_s=self.settings.heartbeat_s
         )
-        self.jobs[lease.job_id] = runner
+        # Keyed by lease: the broker may lease a job to this worker again (its earlier
+        # lease ran out) while the runner of the earlier lease is still winding down.
+        self.jobs[lease.lease_token] = runner
         task = asyncio.create_task(self._run_job(runner))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -149,7 +151,7 @@ class Worker:
         except Exception:  # loop boundary: one job's failure must not stop the worker
             logger.exception("job.runner_failed", extra={"job_id": runner.lease.job_id})
         finally:
-            del self.jobs[runner.lease.job_id]
+            del self.jobs[runner.lease.lease_token]
             if runner.backend_failed:
                 self._check_now.set()
             self._changed.set()
