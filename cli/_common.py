@@ -62,7 +62,7 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         except APIError as exc:
             fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
         except BrokerUnreachable as exc:
-            fail(f"cannot reach the broker: {exc}", EXIT_UNREACHABLE)
+            fail(str(exc), EXIT_UNREACHABLE)  # it names the broker and why
         except GarageError as exc:
             fail(str(exc), EXIT_FAILED)
         raise AssertionError("unreachable")

@@ -73,3 +73,25 @@ def test_the_sdk_loads_neither_broker_nor_worker_nor_progress_bars() -> None:
     loaded = _loaded_after("import garage.client")
     for name in ("garage.broker", "garage.worker", "garage.cli", "tqdm"):
         assert name not in loaded, f"importing garage.client loads {name}"
+
+
+def _requirements() -> dict[str, list[str]]:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {"base": project["dependencies"], **project["optional-dependencies"]}
+
+
+def test_the_base_install_is_the_client_and_its_http_stack() -> None:
+    from packaging.requirements import Requirement
+
+    base = {Requirement(r).name for r in _requirements()["base"]}
+    assert base == {"httptools", "httpx", "httpx-sse", "pydantic", "pydantic-settings",
+                    "click", "rich", "tqdm"}  # fmt: skip
+
+
+def test_redis_py_is_not_held_below_8() -> None:
+    from packaging.requirements import Requirement
+
+    [redis] = [Requirement(r) for r in _requirements()["broker"] if r.startswith("redis[")]
+    assert redis.specifier.contains("8.1.0") and redis.specifier.contains("9.0.0")
