@@ -29,6 +29,7 @@ import contextlib
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from typing import TypeVar
 
 from garage.contract import Job
 
@@ -106,6 +107,9 @@ def _entry_order(entry_id: str | None) -> tuple[int, int]:
         return (-1, -1)
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq)
+
+
+L = TypeVar("L", StreamReader, asyncio.Event)  # a listener on a channel
 
 
 class Notifier:
@@ -204,37 +208,32 @@ class Notifier:
             if not waiting:
                 del self._ends[job_id]
 
-    @contextlib.asynccontextmanager
-    async def stream(self, job_id: str) -> AsyncIterator[StreamReader]:
+    def stream(self, job_id: str) -> contextlib.AbstractAsyncContextManager[StreamReader]:
         """A reader of the job's stream, for the duration of the block."""
-        reader = StreamReader()
-        readers = self._streams.setdefault(job_id, set())
-        first = not readers
-        readers.add(reader)
-        try:
-            if first:
-                await self._subscriber.add(keys.events_channel(job_id))
-            yield reader
-        finally:
-            readers.discard(reader)
-            if not readers:
-                del self._streams[job_id]
-                await self._subscriber.remove(keys.events_channel(job_id))
+        channel = keys.events_channel(job_id)
+        return self._listening(self._streams, job_id, channel, StreamReader())
 
-    @contextlib.asynccontextmanager
-    async def batch_changes(self, batch_id: str) -> AsyncIterator[asyncio.Event]:
+    def batch_changes(self, batch_id: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
         """An event set whenever the batch's counts change or it reaches a final status,
         for the duration of the block; subscribed before the block starts."""
-        changed = asyncio.Event()
-        waiting = self._batches.setdefault(batch_id, set())
-        first = not waiting
-        waiting.add(changed)
+        channel = keys.batch_channel(batch_id)
+        return self._listening(self._batches, batch_id, channel, asyncio.Event())
+
+    @contextlib.asynccontextmanager
+    async def _listening(
+        self, registry: dict[str, set[L]], key: str, channel: str, listener: L
+    ) -> AsyncIterator[L]:
+        """Registers `listener` under `key` for the block; this process subscribes to
+        `channel` once, however many listeners it has, until the last one leaves."""
+        listeners = registry.setdefault(key, set())
+        first = not listeners
+        listeners.add(listener)
         try:
             if first:
-                await self._subscriber.add(keys.batch_channel(batch_id))
-            yield changed
+                await self._subscriber.add(channel)
+            yield listener
         finally:
-            waiting.discard(changed)
-            if not waiting:
-                del self._batches[batch_id]
-                await self._subscriber.remove(keys.batch_channel(batch_id))
+            listeners.discard(listener)
+            if not listeners:
+                del registry[key]
+                await self._subscriber.remove(channel)

@@ -39,6 +39,7 @@ from ..ids import new_id
 from . import keys
 from .files import FileStore
 from .jobs import new_job_id, staged_job_args
+from .listing import newest_first
 from .scripts import Scripts
 
 __all__ = ["STAGING_TTL_MS", "BatchNotCommitted", "BatchStore", "StagedBatch"]
@@ -155,44 +156,16 @@ class BatchStore:
         return (fields["owner"], _batch(fields)) if fields else None
 
     async def list(self, owner: str, *, limit: int, after: str | None) -> tuple[list[Batch], bool]:
-        """The owner's batches newest first; `after` is the last id of the previous page.
-        Batches made in the same millisecond are ordered by id, as `JobStore.list` does."""
-        index = keys.owner_batches(owner)
-        upper = "+inf"
-        skip_from: tuple[float, str] | None = None  # (score, id) of the previous page's last
-        if after:
-            score = await self._redis.zscore(index, after)
-            if score is None:
-                return [], False
-            upper = f"{score:.0f}"
-            skip_from = (score, after)
-        found: list[Batch] = []
-        gone: list[str] = []
-        offset = 0
-        while len(found) <= limit:
-            scored = await self._redis.zrevrangebyscore(
-                index, upper, "-inf", start=offset, num=limit + 1, withscores=True
-            )
-            offset += len(scored)
-            ids = [
-                batch_id
-                for batch_id, score in scored
-                if skip_from is None or score < skip_from[0] or batch_id < skip_from[1]
-            ]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for batch_id in ids:
-                    pipe.hgetall(keys.batch(batch_id))
-                rows = await pipe.execute()
-            for batch_id, row in zip(ids, rows, strict=True):
-                if row:
-                    found.append(_batch(row))
-                else:
-                    gone.append(batch_id)
-            if len(scored) <= limit:
-                break
-        if gone:  # expired after their retention time: drop them from the index lazily
-            await self._redis.zrem(index, *gone)
-        return found[:limit], len(found) > limit
+        """The owner's batches newest first; `after` is the last id of the previous page."""
+        return await newest_first(
+            self._redis,
+            keys.owner_batches(owner),
+            keys.batch,
+            _batch,
+            limit=limit,
+            after=after,
+            chunk=limit + 1,
+        )
 
     async def cancel(self, batch_id: str) -> None:
         """Cancels the batch's jobs that have not ended; the finalizer then writes what

@@ -13,6 +13,7 @@ from garage.contract import ErrorCode, Job, JobCreate, JobError, JobErrorType, J
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_token
 from . import keys
+from .listing import newest_first
 from .scripts import Scripts
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MAX_SCAN = 10_000  # index entries one listing reads at most when filters skip many
 
 _CANCEL_ERROR = JobError(
     message="the job was cancelled", type=JobErrorType.cancelled, code=ErrorCode.cancelled
@@ -263,54 +263,24 @@ class JobStore:
         status: JobStatus | None = None,
         model: str | None = None,
     ) -> tuple[list[Job], bool]:
-        """Jobs newest first; `before` is the id of the last job of the previous page.
+        """Jobs newest first; `before` is the id of the last job of the previous page."""
 
-        The index orders jobs by creation ms, then by id (Redis orders equal scores by
-        member), and jobs made in the same millisecond are common: a page resumes within
-        the last one's millisecond, after its id, not at the next millisecond."""
-        index = keys.owner_jobs(owner) if owner else keys.ALL_JOBS
-        upper: str = "+inf"
-        skip_from: tuple[float, str] | None = None  # (score, id) of the previous page's last
-        if before:
-            score = await self._redis.zscore(index, before)
-            if score is None:
-                return [], False
-            upper = f"{score:.0f}" if score == int(score) else f"{score}"
-            skip_from = (score, before)
-        found: list[Job] = []
-        page = max(limit * 2, 50)
-        offset = 0
-        gone: list[str] = []
-        while len(found) <= limit and offset < _MAX_SCAN:
-            scored = await self._redis.zrevrangebyscore(
-                index, upper, "-inf", start=offset, num=page, withscores=True
+        def build(fields: dict[str, str]) -> Job | None:
+            job = job_from_hash(fields)
+            wanted = (status is None or job.status == status) and (
+                model is None or job.model == model
             )
-            if not scored:
-                break
-            offset += len(scored)
-            ids = [
-                job_id
-                for job_id, score in scored
-                if skip_from is None or score < skip_from[0] or job_id < skip_from[1]
-            ]
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hgetall(keys.job(job_id))
-                rows = await pipe.execute()
-            gone += [job_id for job_id, row in zip(ids, rows, strict=True) if not row]
-            for row in rows:
-                if not row:
-                    continue
-                job = job_from_hash(row)
-                if (status is None or job.status == status) and (
-                    model is None or job.model == model
-                ):
-                    found.append(job)
-            if len(scored) < page:
-                break
-        if gone:  # expired after their retention time: drop them from the index lazily
-            await self._redis.zrem(index, *gone)
-        return found[:limit], len(found) > limit
+            return job if wanted else None
+
+        return await newest_first(
+            self._redis,
+            keys.owner_jobs(owner) if owner else keys.ALL_JOBS,
+            keys.job,
+            build,
+            limit=limit,
+            after=before,
+            chunk=max(limit * 2, 50),
+        )
 
     async def cancel(self, job_id: str, *, ended_by: str = "") -> CancelOutcome:
         """Cancels a queued or running job; `ended_by` is the calling broker's process id."""
