@@ -196,7 +196,10 @@ async def list_jobs(
     if as_json:
         print_json(page)
         return
-    table = Table("id", "model", "lane", "status", "attempt", "created")
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=30)  # whole, so it can be copied
+    for name in ("model", "lane", "status", "attempt", "created"):
+        table.add_column(name)
     for item in page.data:
         table.add_row(
             item.id,

@@ -33,9 +33,15 @@ def to_spec(
     lane: Lane | str = Lane.interactive,
     **options: Any,
 ) -> JobCreate:
-    """The job for `item`; raises pydantic's ValidationError or ValueError if it is bad."""
+    """The job for `item`; raises pydantic's ValidationError or ValueError if it is bad.
+
+    `options` that are fields of `JobCreate` (max_attempts, timeout_s, metadata, ...) go
+    to the job; any other (max_tokens, temperature, ...) goes into the request body, as
+    the openai SDK takes them."""
     if isinstance(item, JobCreate):
         return item
+    job_options = {k: v for k, v in options.items() if k in JobCreate.model_fields}
+    sampling = {k: v for k, v in options.items() if k not in job_options}
     if isinstance(item, str):
         chosen = Kind(kind) if kind else Kind.chat
         field = {Kind.chat: "messages", Kind.completion: "prompt", Kind.embedding: "input"}
@@ -48,7 +54,9 @@ def to_spec(
         chosen = Kind(kind) if kind else kind_of(request)
     else:
         raise ValueError(f"cannot make a job of a {type(item).__name__}")
-    return JobCreate(model=model, kind=chosen, lane=lane, request=request, **options)
+    return JobCreate(
+        model=model, kind=chosen, lane=lane, request={**request, **sampling}, **job_options
+    )
 
 
 def text_of(result: dict[str, Any] | None) -> str | None:

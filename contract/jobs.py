@@ -171,6 +171,17 @@ class Job(Out):
     def done(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def text(self) -> str | None:
+        """The generated text of a finished chat or completion job (None otherwise)."""
+        try:
+            choice = (self.result or {})["choices"][0]
+        except (KeyError, IndexError, TypeError):
+            return None
+        if isinstance(choice.get("message"), dict):
+            return choice["message"].get("content")
+        return choice.get("text")
+
 
 class JobList(Out):
     object: Literal["list"] = "list"

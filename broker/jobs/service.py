@@ -142,6 +142,8 @@ class JobService:
                 "wait_for_worker to queue it anyway",
                 code=ErrorCode.model_not_served,
                 param="model",
+                # The openai SDK would retry a 503 for a second or more; retrying cannot help.
+                headers={"x-should-retry": "false"},
             )
 
     async def submit_and_wait(

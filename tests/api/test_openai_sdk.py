@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import openai
 import pytest
 
@@ -75,6 +76,7 @@ def test_errors_use_openai_bodies(sdk: openai.OpenAI, network: Network) -> None:
         sdk.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
     assert unserved.value.status_code == 503
     assert unserved.value.body["code"] == "model_not_served"
+    assert unserved.value.response.headers["x-should-retry"] == "false"
     with pytest.raises(openai.BadRequestError) as bad:
         sdk.chat.completions.create(model="m", messages=[])
     assert "messages" in bad.value.message
@@ -168,3 +170,16 @@ async def test_a_restart_before_any_text_is_invisible(
     assert (await _store(live_broker, redis).leases.reap()).requeued == 1
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "echo: late start"
+
+
+def test_the_sdk_does_not_retry_a_model_nobody_serves(network: Network) -> None:
+    """Retrying cannot help: the answer says so, and the SDK (3 retries allowed) asks once."""
+    sent = []
+    http = httpx.Client(event_hooks={"request": [sent.append]})
+    sdk = openai.OpenAI(
+        base_url=f"{network.url}/v1", api_key=network.user_key, max_retries=3, http_client=http
+    )
+    with pytest.raises(openai.APIStatusError):
+        sdk.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
+    assert len(sent) == 1
+    http.close()

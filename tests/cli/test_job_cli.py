@@ -165,8 +165,9 @@ def test_no_wait_then_status_result_list_cancel(network: Network, tmp_path: Path
     assert json.loads(result.stdout)["choices"][0]["message"]["content"] == "echo: quick"
     status = garage(network, "job", "status", job_id)
     assert status.output.startswith(f"{job_id}  succeeded  attempt 1")
-    listing = garage(network, "job", "list")
-    assert job_id[:12] in listing.output
+    env = {"GARAGE_URL": network.url, "GARAGE_API_KEY": network.user_key, "COLUMNS": "80"}
+    listing = CliRunner().invoke(main, ["job", "list"], env=env, catch_exceptions=False)
+    assert job_id in listing.output  # whole, on an 80-column terminal, so it can be copied
 
     network.backend.configure(hang=True)
     hung = garage(

@@ -196,3 +196,16 @@ async def test_typed_errors(network: Network) -> None:
             await client.list()
     limited = error_for_status(429, {"error": {"message": "slow down", "code": "rate_limited"}})
     assert isinstance(limited, RateLimited) and limited.message == "slow down"
+
+
+async def test_run_takes_sampling_options_and_gives_the_text(network: Network) -> None:
+    """As in the openai SDK: `max_tokens=` and the like go into the request, and the
+    answer's text is `job.text`."""
+    async with AsyncClient(network.url, network.user_key) as client:
+        job = await client.run("m", "one two three four", max_tokens=2, temperature=0.5,
+                               timeout_s=10)  # fmt: skip
+        assert job.request["max_tokens"] == 2 and job.request["temperature"] == 0.5
+        assert job.text == job.result["choices"][0]["message"]["content"]
+        assert job.text == "echo: one"  # the backend got max_tokens: two tokens
+        with pytest.raises(ValueError, match="max_attempts"):
+            await client.run("m", "x", max_attempts=0)  # a job's own option is still checked
