@@ -54,6 +54,8 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         try:
             return asyncio.run(coro_fn(*args, **kwargs))  # type: ignore[arg-type]
         except AuthError as exc:
+            if not kwargs.get("api_key"):  # nothing was sent: say how to send one
+                fail("no API key: set GARAGE_API_KEY or pass --api-key", EXIT_AUTH)
             fail(exc.message, EXIT_AUTH)
         except NotFound as exc:
             fail(exc.message, EXIT_NOT_FOUND)

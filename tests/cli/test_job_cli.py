@@ -213,3 +213,12 @@ def test_items_unfinished_at_the_timeout_get_an_error_line_and_exit_1(
         headers={"Authorization": f"Bearer {network.user_key}"},
     )
     assert cancelled.status_code == 200  # leaves no job hanging on the worker
+
+
+def test_no_key_says_how_to_give_one(network: Network) -> None:
+    env = {"GARAGE_URL": network.url, "GARAGE_API_KEY": ""}
+    result = CliRunner().invoke(main, ["job", "list"], env=env, catch_exceptions=False)
+    assert result.exit_code == 4
+    assert "set GARAGE_API_KEY or pass --api-key" in result.output
+    wrong = garage(network, "job", "list", "--api-key", "gk-u-wrong")
+    assert wrong.exit_code == 4 and "invalid API key" in wrong.output
