@@ -50,18 +50,23 @@ def http_client(
     """An `httpx.AsyncClient` for calls to `url` (a broker, or a worker's backend) on
     garage's transport, or on httpx's own where a proxy applies to `url`.
     `max_connections` is per host."""
-    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
-    if _proxied(url):
-        return httpx.AsyncClient(timeout=timeout)  # httpx honours the proxy settings
-    transport = Http11Transport(max_connections=max_connections)
-    return httpx.AsyncClient(transport=transport, timeout=timeout)
+    return _client(_transport_for(url, max_connections), timeout_s, connect_timeout_s)
 
 
-def _proxied(url: str) -> bool:
+def _transport_for(url: str, max_connections: int) -> Http11Transport | None:
+    """garage's transport for `url`; None where a proxy applies (httpx's own speaks to it)."""
     parts = urllib.parse.urlsplit(url)
-    return parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+    proxied = parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
         parts.hostname or ""
     )
+    return None if proxied else Http11Transport(max_connections=max_connections)
+
+
+def _client(
+    transport: httpx.AsyncBaseTransport | None, timeout_s: float, connect_timeout_s: float
+) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+    return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
 class Requester:
@@ -80,11 +85,9 @@ class Requester:
         self._owns_http = http is None
         self._timeout_s = timeout_s or settings.timeout_s
         self._timeouts = httpx.Timeout(self._timeout_s, connect=10.0).as_dict()
-        self._transport: httpx.AsyncBaseTransport | None = None  # garage's own, when direct
-        if http is None and not _proxied(self.url):
-            self._transport = Http11Transport(max_connections=_MAX_CONNECTIONS)
-            http = httpx.AsyncClient(transport=self._transport, timeout=self._timeout_s)
-        self.http = http or http_client(self.url, timeout_s=self._timeout_s)
+        # garage's own transport, which request/response calls are handed to directly
+        self._transport = None if http else _transport_for(self.url, _MAX_CONNECTIONS)
+        self.http = http or _client(self._transport, self._timeout_s, 10.0)
         self._urls: dict[str, httpx.URL] = {}
 
     async def request(

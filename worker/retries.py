@@ -23,11 +23,10 @@ from tenacity import (
     stop_never,
     wait_random_exponential,
 )
-from tenacity.stop import stop_base
 
 from garage.client import BrokerUnreachable, ServerError
 
-__all__ = ["broker_retrying", "call_broker"]
+__all__ = ["call_broker"]
 
 T = TypeVar("T")
 _RETRIED = (BrokerUnreachable, ServerError)
@@ -46,15 +45,13 @@ def _log(what: str) -> Callable[[RetryCallState], None]:
     return before_sleep
 
 
-def broker_retrying(
-    what: str, *, max_wait_s: float = 30.0, stop: stop_base = stop_never
-) -> AsyncRetrying:
+def _retrying(what: str, *, max_wait_s: float) -> AsyncRetrying:
     """Retries `what` while the broker gives no answer, waiting up to `max_wait_s` between
     tries (random, growing exponentially from 0.2 s)."""
     return AsyncRetrying(
         retry=retry_if_exception_type(_RETRIED),
         wait=wait_random_exponential(multiplier=0.2, max=max_wait_s),
-        stop=stop,
+        stop=stop_never,
         reraise=True,
         before_sleep=_log(what),
     )
@@ -63,10 +60,10 @@ def broker_retrying(
 async def call_broker(
     what: str, call: Callable[[], Awaitable[T]], *, max_wait_s: float = 30.0
 ) -> T:
-    """`call()`, tried again while the broker gives no answer (see `broker_retrying`)."""
+    """`call()`, tried again while the broker gives no answer (see `_retrying`)."""
     try:
         return await call()
     except _RETRIED as exc:
         logger.warning(f"{what}.retry", extra={"attempt": 1, "error": str(exc)})
-    retrying = broker_retrying(what, max_wait_s=max_wait_s)
+    retrying = _retrying(what, max_wait_s=max_wait_s)
     return await retrying(call)

@@ -144,9 +144,7 @@ class Notifier:
             model, _, job_id = data.rpartition(" ")
             self.hints.woken(model)
             if job_id.startswith("*"):  # a batch's jobs, none queued by a submit here
-                for _ in range(int(job_id[1:])):
-                    if not self.polls.wake(model):
-                        break
+                self.polls.wake(model, int(job_id[1:]))
             elif job_id in self._woken_here:
                 self._woken_here.discard(job_id)
             else:

@@ -71,14 +71,15 @@ class ParkedPolls:
         if poll.woken_for is not None and not used_wake:
             self.wake(poll.woken_for)
 
-    def wake(self, model: str) -> bool:
-        """Wakes the oldest parked poll for `model` that is not awake yet."""
-        poll = self._first_free(model)
-        if poll is None:
-            return False
-        poll.woken_for = model
-        poll.event.set()
-        return True
+    def wake(self, model: str, count: int = 1) -> bool:
+        """Wakes the oldest `count` parked polls for `model` that are not awake yet;
+        whether it woke any."""
+        woken = 0
+        while woken < count and (poll := self._first_free(model)) is not None:
+            poll.woken_for = model
+            poll.event.set()
+            woken += 1
+        return woken > 0
 
     def waiting(self, model: str) -> int:
         """How many parked polls for `model` a submit could hand a job to now."""

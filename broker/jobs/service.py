@@ -5,8 +5,8 @@ batches of jobs.
 The native routes (`api/jobs.py`), the OpenAI routes (`api/openai.py`) and the Batch API
 (`api/batches.py`) are thin adapters over `JobService`, so every rule that applies to a
 submit has one place to hook in: `_admit` (today: a model no live worker serves fails
-fast; quotas go here), and the counters of `metrics.py` are kept here and in
-`leasing.py` (the worker's side).
+fast; quotas go here; a batch's jobs come in through `create_batch`), and the counters
+of `metrics.py` are kept here and in `leasing.py` (the worker's side).
 """
 
 from __future__ import annotations
