@@ -3,14 +3,17 @@ the lease reports (streamed text, heartbeats) and the final reports (complete, f
 
 A poll first records the worker in the fleet view, then claims; with nothing to claim it
 parks (`polls.py`) until a wake for one of its models, a submit that hands it a job, its
-client going away, or its wait running out. Reports are fenced by the lease token in the
-scripts; an outcome tells the route what to answer.
+client going away, or its wait running out. A poll the fleet view deferred (it changed
+only free slots) is written there if it is still waiting when that falls due, so an idle
+worker does not show the load of its last busy poll. Reports are fenced by the lease token
+in the scripts; an outcome tells the route what to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -31,6 +34,7 @@ from ..auth import Principal
 from ..metrics import Metrics
 from ..settings import BrokerSettings
 from ..store import Store
+from ..store.fleet import DeferredPoll
 from ..store.leases import ReportOutcome
 from .notify import Notifier
 from .polls import ParkedPoll
@@ -56,14 +60,17 @@ class LeaseService:
         disconnected: Callable[[], Awaitable[None]],
     ) -> list[Lease]:
         """Leases jobs as soon as there are any, or none after the poll's wait."""
-        await self._store.fleet.record_poll(_worker_info(body, caller))
+        deferred = await self._store.fleet.record_poll(_worker_info(body, caller))
         wait_s = min(body.wait_s, self._settings.poll_wait_max_s)
         if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
-            with contextlib.suppress(TimeoutError):
-                # A full or unhealthy worker still long-polls, to keep its fleet entry fresh.
-                await asyncio.wait_for(disconnected(), wait_s)
+            # A full or unhealthy worker still long-polls, to keep its fleet entry fresh.
+            gone = asyncio.ensure_future(disconnected())
+            try:
+                await self._wait_writing(deferred, wait_s, functools.partial(_wait_gone, gone))
+            finally:
+                gone.cancel()
             return []
-        leases = await self._claim_or_park(caller, body, wait_s, disconnected)
+        leases = await self._claim_or_park(caller, body, wait_s, disconnected, deferred)
         for lease in leases:
             self._metrics.leased.labels(lease.model).inc()
         return leases
@@ -74,6 +81,7 @@ class LeaseService:
         body: PollRequest,
         wait_s: float,
         disconnected: Callable[[], Awaitable[None]],
+        deferred: DeferredPoll | None,
     ) -> list[Lease]:
         deadline = time.monotonic() + wait_s
         min_wait_ms = round((body.fallback_after_s or 0) * 1000)
@@ -94,7 +102,8 @@ class LeaseService:
                     if not (leases or remaining <= 0 or gone.done()):
                         wait_for = min(remaining, _FALLBACK_RECHECK_S) if fallback else remaining
                         parked.waiting = True
-                        await _sleep_until_woken(parked, gone, wait_for)
+                        sleep = functools.partial(_sleep_until_woken, parked, gone)
+                        deferred = await self._wait_writing(deferred, wait_for, sleep)
                         leases = parked.handed  # a submit leased it a job directly
                         used_wake = parked.woken_for is not None
                         if not leases and not gone.done():
@@ -109,6 +118,27 @@ class LeaseService:
                     polls.leave(parked, used_wake=used_wake)
         finally:
             gone.cancel()
+
+    async def _wait_writing(
+        self,
+        deferred: DeferredPoll | None,
+        timeout_s: float,
+        wait: Callable[[float], Awaitable[bool]],
+    ) -> DeferredPoll | None:
+        """`wait`s up to `timeout_s` (it says whether it was cut short), writing the poll's
+        deferred fleet entry if the wait reaches the time it is due; what is left to write.
+
+        Only a poll that waits that long writes: a busy worker's re-poll that is handed a job
+        within the interval adds no Redis round trip, and one whose client went away writes
+        nothing."""
+        end = time.monotonic() + timeout_s
+        if deferred is not None and deferred.due < end:
+            if await wait(max(deferred.due - time.monotonic(), 0)):
+                return deferred
+            await self._store.fleet.write_deferred(deferred)
+            deferred = None
+        await wait(max(end - time.monotonic(), 0))
+        return deferred
 
     async def _claim(self, caller: Principal, body: PollRequest, min_wait_ms: int) -> list[Lease]:
         """Claims, unless this process knows the poll's models have nothing to claim (a
@@ -197,9 +227,10 @@ class LeaseService:
 
 async def _sleep_until_woken(
     parked: ParkedPoll, gone: asyncio.Future[None], timeout_s: float
-) -> None:
+) -> bool:
     """Until the poll is woken or handed a job, its client goes away, or `timeout_s`; and
     while a submit holds it reserved, until that submit hands it the job or lets it go.
+    Whether it was cut short of `timeout_s`.
 
     The request's own task waits on the poll's event, so a hand-off resumes it on the
     loop's next turn."""
@@ -215,6 +246,13 @@ async def _sleep_until_woken(
         await parked.settled.wait()
     finally:
         gone.remove_done_callback(stop)
+    return parked.event.is_set() or gone.done()
+
+
+async def _wait_gone(gone: asyncio.Future[None], timeout_s: float) -> bool:
+    """Until the client goes away or `timeout_s`; whether it went."""
+    await asyncio.wait([gone], timeout=timeout_s)
+    return gone.done()
 
 
 def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:

@@ -4,12 +4,15 @@ A worker entry is written by its poll and expires on its own when the worker goe
 so the view needs no cleanup job. This is presence, not job state, so it is plain writes
 in one pipeline rather than a Lua script. A busy worker polls after every job; a poll
 that changes nothing but its free slots rewrites the entry at most once a `refresh_s`,
-which keeps a Redis round trip off most polls (the view's load figures lag by that much).
+which keeps a Redis round trip off most polls. Such a poll is deferred instead: if it is
+still waiting when the write falls due (it parked, nothing to lease), `write_deferred`
+writes it then, as of the poll, so the view's load figures lag by at most `refresh_s`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from garage.contract import WorkerInfo
@@ -17,7 +20,7 @@ from garage.contract import WorkerInfo
 from ..clock import Clock
 from . import keys
 
-__all__ = ["FleetStore"]
+__all__ = ["DeferredPoll", "FleetStore"]
 
 _WRITTEN_MAX = 10_000  # workers whose last write this process remembers
 
@@ -37,6 +40,15 @@ def _same_but_load(a: WorkerInfo, b: WorkerInfo) -> bool:
     )
 
 
+@dataclass(slots=True, eq=False)
+class DeferredPoll:
+    """A poll not written yet, and from when (`time.monotonic()`) it is due."""
+
+    info: WorkerInfo
+    seen_ms: int  # the broker's clock at the poll
+    due: float
+
+
 class FleetStore:
     def __init__(self, redis: Any, clock: Clock, *, alive_ms: int, refresh_s: float = 1.0) -> None:
         self._redis = redis
@@ -45,23 +57,49 @@ class FleetStore:
         self._refresh_s = refresh_s
         self._served: tuple[float, dict[str, int]] = (float("-inf"), {})
         self._written: dict[str, tuple[float, WorkerInfo]] = {}  # worker id -> last write
+        self._deferred: dict[str, DeferredPoll] = {}  # worker id -> its latest deferred poll
 
-    async def record_poll(self, info: WorkerInfo) -> None:
+    async def record_poll(self, info: WorkerInfo) -> DeferredPoll | None:
+        """Writes the worker's entry, or defers a poll that changes only its free slots
+        within `refresh_s` of the last write; a deferred poll is for `write_deferred`."""
         if not set(info.models) <= self._served[1].keys():
             self._served = (float("-inf"), {})  # a model nobody served here until now
         now = time.monotonic()
         last = self._written.get(info.worker_id)
         if last is not None and now - last[0] < self._refresh_s and _same_but_load(last[1], info):
+            deferred = DeferredPoll(info, self._clock(), last[0] + self._refresh_s)
+            self._deferred[info.worker_id] = deferred
+            return deferred
+        self._deferred.pop(info.worker_id, None)
+        await self._write(info, self._clock(), self.alive_ms)
+        self._remember(info, now)
+        return None
+
+    async def write_deferred(self, deferred: DeferredPoll) -> None:
+        """Writes a deferred poll, unless a later poll of its worker came since. It is
+        written as of the poll: liveness counts from the poll, as if written then."""
+        worker_id = deferred.info.worker_id
+        if self._deferred.get(worker_id) is not deferred:
             return
-        now_ms = self._clock()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.worker(info.worker_id), info.model_dump_json(), px=self.alive_ms)
-            pipe.zadd(keys.WORKERS, {info.worker_id: now_ms})
-            pipe.zremrangebyscore(keys.WORKERS, "-inf", now_ms - self.alive_ms)
-            await pipe.execute()
+        del self._deferred[worker_id]
+        alive_ms = self.alive_ms - (self._clock() - deferred.seen_ms)
+        if alive_ms <= 0:
+            return
+        await self._write(deferred.info, deferred.seen_ms, alive_ms)
+        self._remember(deferred.info, time.monotonic())
+
+    def _remember(self, info: WorkerInfo, now: float) -> None:
         if len(self._written) >= _WRITTEN_MAX:
             self._written.clear()
+            self._deferred.clear()
         self._written[info.worker_id] = (now, info)
+
+    async def _write(self, info: WorkerInfo, seen_ms: int, alive_ms: int) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.worker(info.worker_id), info.model_dump_json(), px=alive_ms)
+            pipe.zadd(keys.WORKERS, {info.worker_id: seen_ms})
+            pipe.zremrangebyscore(keys.WORKERS, "-inf", self._clock() - self.alive_ms)
+            await pipe.execute()
 
     async def live(self) -> list[WorkerInfo]:
         """Workers that polled within the liveness window, most recent first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
@@ -335,8 +336,8 @@ async def test_unserved_interactive_model_fails_fast_unless_told_to_wait(
     refused = await http.post("/v1/jobs", json=body, headers=user)
     assert refused.status_code == 503
     assert refused.json()["error"] == {
-        "message": "no live worker serves model 'llama3'; submit to the batch lane or set "
-        "wait_for_worker to queue it anyway",
+        "message": "no live worker serves model 'llama3' (GET /v1/models lists the models "
+        "served now); set wait_for_worker to queue the job anyway, or use the batch lane",
         "type": "service_unavailable",
         "param": "model",
         "code": "model_not_served",
@@ -370,3 +371,94 @@ async def test_models_lists_what_live_workers_serve(http: httpx.AsyncClient, use
         ("llama3", 2, "model"),
         ("qwen", 1, "model"),
     ]
+
+
+def fleet_poll(worker_id: str, free: int, wait_s: float = 0) -> dict:
+    return {**poll_body(worker_id=worker_id, wait_s=wait_s), "slots_free": free, "slots_total": 4}
+
+
+async def fleet_entry(http: httpx.AsyncClient, user, worker_id: str) -> dict | None:
+    fleet = (await http.get("/v1/workers", headers=user)).json()["data"]
+    return next((w for w in fleet if w["worker_id"] == worker_id), None)
+
+
+async def test_fleet_view_catches_up_with_a_worker_that_went_idle(
+    http: httpx.AsyncClient, user, worker, broker, redis
+) -> None:
+    """A poll that changes only the free slots within a second of the last write is not
+    written at once (a busy worker re-polls after every job). When it parks instead of
+    leasing, it is written about a second after that write, scored at the poll itself so
+    the worker's liveness is counted as before (issue 15 point 5: `1/4 busy`, nothing
+    running)."""
+    notifier = broker.app.state.broker.notifier
+    notifier.hints.woken("m")  # as after a wake: whatever an earlier test left is unknown
+    await http.post("/v1/worker/poll", json=fleet_poll("went-idle", free=1), headers=worker)
+    assert (await fleet_entry(http, user, "went-idle"))["running"] == 3
+    idle_at_ms = broker.clock()
+    idle = fleet_poll("went-idle", free=4, wait_s=8)
+    parked = asyncio.create_task(http.post("/v1/worker/poll", json=idle, headers=worker))
+    try:
+
+        async def caught_up() -> bool:
+            entry = await fleet_entry(http, user, "went-idle")
+            return entry is not None and entry["slots_free"] == 4 and entry["running"] == 0
+
+        async def is_parked() -> bool:
+            return len(notifier.polls) == 1
+
+        await eventually(is_parked, what="the idle poll to park")
+        broker.clock.advance(5)  # the entry must count from the poll, not from its write
+        await eventually(caught_up, timeout_s=3, what="the fleet view to show 4/4 free")
+        assert not parked.done()  # written while the poll is still parked
+        assert await redis.zscore("garage:workers", "went-idle") == idle_at_ms
+        alive_ms = broker.store.fleet.alive_ms
+        assert 0 < await redis.pttl("garage:worker:went-idle") <= alive_ms - 5000
+    finally:
+        parked.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await parked
+
+
+async def test_fleet_view_catches_up_with_a_worker_that_filled_up(
+    http: httpx.AsyncClient, user, worker
+) -> None:
+    """The same for a full worker's poll, which waits without parking."""
+    await http.post("/v1/worker/poll", json=fleet_poll("filled-up", free=4), headers=worker)
+    full = fleet_poll("filled-up", free=0, wait_s=8)
+    waiting = asyncio.create_task(http.post("/v1/worker/poll", json=full, headers=worker))
+    try:
+
+        async def caught_up() -> bool:
+            entry = await fleet_entry(http, user, "filled-up")
+            return entry is not None and entry["slots_free"] == 0 and entry["running"] == 4
+
+        await eventually(caught_up, timeout_s=3, what="the fleet view to show 0/4 free")
+        assert not waiting.done()
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+
+
+async def test_a_poll_whose_worker_went_away_is_not_written_late(
+    http: httpx.AsyncClient, user, worker, broker
+) -> None:
+    """A deferred poll whose client disconnects before it is due writes nothing after."""
+    notifier = broker.app.state.broker.notifier
+    notifier.hints.woken("m")
+    await http.post("/v1/worker/poll", json=fleet_poll("went-away", free=1), headers=worker)
+    written_at = time.monotonic()
+    idle = fleet_poll("went-away", free=4, wait_s=8)
+    parked = asyncio.create_task(http.post("/v1/worker/poll", json=idle, headers=worker))
+
+    async def polls(count: int) -> bool:
+        return len(notifier.polls) == count
+
+    await eventually(lambda: polls(1), what="the idle poll to park")
+    parked.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await parked
+    await eventually(lambda: polls(0), what="the broker to see the client go")
+    assert time.monotonic() - written_at < 1  # it left before its write was due
+    await asyncio.sleep(1.5)
+    assert (await fleet_entry(http, user, "went-away"))["running"] == 3
