@@ -1,18 +1,28 @@
 """The official `openai` SDK against the broker, with a worker thread on a fake Ollama:
-chat, completion and embedding, streamed and not, and the errors."""
+chat, completion and embedding, streamed and not, and the errors. Then what passes through
+to either kind of backend (a fake Ollama, a fake vLLM): structured output, tools, and
+embedding inputs."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
-from tests.fakes import Outcome
+from garage.contract import Kind
+from garage.worker.backends import Backend, BackendResult, OnText, make_backend
+from tests.fakes import FakeConfig, FakeServer, FakeState, Outcome, embedding
+from tests.fakes.openai import build_app as build_fake_openai
 
-from ..conftest import Network
-from ..support import eventually
+from ..conftest import ADMIN_KEY, LiveBroker, Network
+from ..support import WorkerThread, eventually
 
 WORDS = "one two three four five six"
 
@@ -77,6 +87,9 @@ def test_errors_use_openai_bodies(sdk: openai.OpenAI, network: Network) -> None:
     assert unserved.value.status_code == 503
     assert unserved.value.body["code"] == "model_not_served"
     assert unserved.value.response.headers["x-should-retry"] == "false"
+    assert unserved.value.body["message"] == (  # no native-API option named at this door
+        "no live worker serves model 'ghost' (GET /v1/models lists the models served now)"
+    )
     with pytest.raises(openai.BadRequestError) as bad:
         sdk.chat.completions.create(model="m", messages=[])
     assert "messages" in bad.value.message
@@ -183,3 +196,193 @@ def test_the_sdk_does_not_retry_a_model_nobody_serves(network: Network) -> None:
         sdk.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "x"}])
     assert len(sent) == 1
     http.close()
+
+
+# --- what passes through to either kind of backend ------------------------------------------
+
+CITY_SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "population": {"type": "integer"}},
+    "required": ["name", "population"],
+    "additionalProperties": False,
+}
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+class Lookup(BaseModel):
+    text: str
+
+
+class _Answering:
+    """A real adapter whose chat answers' text is replaced by `text` when it is set: the
+    fakes only echo, and the SDK's `parse()` needs JSON back."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.text: str | None = None
+
+    async def list_models(self) -> list[str]:
+        return await self.inner.list_models()
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def run(
+        self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
+    ) -> BackendResult:
+        if self.text is None or kind != Kind.chat:
+            return await self.inner.run(kind, request, on_text)
+        done = await self.inner.run(kind, request)
+        done.result["choices"][0]["message"]["content"] = self.text
+        if on_text is not None:
+            await on_text(self.text)
+        return done
+
+
+@dataclass
+class Rig:
+    """The broker and one worker on one kind of backend, spoken to with the openai SDK."""
+
+    kind: str  # "ollama" or "openai"
+    sdk: openai.OpenAI
+    fake: FakeState  # the fake server the adapter talks to, and its log of requests
+    backend: _Answering
+
+
+@pytest.fixture(scope="module")
+def fake_vllm() -> Iterator[tuple[FakeState, str]]:
+    state = FakeState(FakeConfig(models=["m"]))
+    with FakeServer(build_fake_openai(state)) as server:
+        yield state, server.url
+
+
+def _new_key(broker_url: str, role: str) -> str:
+    reply = httpx.post(
+        f"{broker_url}/v1/admin/keys",
+        json={"role": role, "name": role},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    return reply.json()["key"]
+
+
+@contextmanager
+def _serving(broker: LiveBroker, kind: str, fake: tuple[FakeState, str]) -> Iterator[Rig]:
+    state, url = fake
+    state.reset()
+    backend = _Answering(make_backend(kind, url, httpx.AsyncClient(timeout=30)))
+    user_key, worker_key = _new_key(broker.url, "user"), _new_key(broker.url, "worker")
+    sdk = openai.OpenAI(base_url=f"{broker.url}/v1", api_key=user_key, max_retries=0)
+    with WorkerThread(broker.url, worker_key, backend, admin_key=ADMIN_KEY, slots=8):
+        yield Rig(kind, sdk, state, backend)
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def rig(
+    request: pytest.FixtureRequest, live_broker: LiveBroker, redis, fake_ollama, fake_vllm
+) -> Iterator[Rig]:
+    fake = fake_ollama if request.param == "ollama" else fake_vllm
+    with _serving(live_broker, request.param, fake) as serving:
+        yield serving
+
+
+@pytest.mark.parametrize(
+    ("response_format", "ollama_format"),
+    [
+        ({"type": "json_object"}, "json"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}},
+            CITY_SCHEMA,
+        ),
+    ],
+    ids=["json_object", "json_schema"],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_response_format_reaches_the_backend(
+    rig: Rig, response_format: dict, ollama_format: Any, stream: bool
+) -> None:
+    reply = rig.sdk.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "a city"}],
+        response_format=response_format,
+        stream=stream,
+    )
+    if stream:
+        list(reply)
+    [sent] = rig.fake.requests
+    if rig.kind == "ollama":  # Ollama's own `format` field: "json" or the schema itself
+        assert sent.path == "/api/chat"
+        assert sent.body["format"] == ollama_format and "response_format" not in sent.body
+    else:  # an OpenAI-compatible server gets the field as the client sent it
+        assert sent.path == "/v1/chat/completions"
+        assert sent.body["response_format"] == response_format
+
+
+def test_parse_with_a_pydantic_model(rig: Rig) -> None:
+    rig.backend.text = '{"name": "Lyon", "population": 520000}'
+    reply = rig.sdk.chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "a city"}], response_format=City
+    )
+    assert reply.choices[0].message.parsed == City(name="Lyon", population=520000)
+    body = rig.fake.requests[-1].body
+    if rig.kind == "ollama":
+        assert body["format"]["required"] == ["name", "population"]
+    else:
+        sent = body["response_format"]
+        assert (sent["type"], sent["json_schema"]["name"]) == ("json_schema", "City")
+        assert sent["json_schema"]["strict"] is True
+
+
+def test_tool_calls_parsed_into_a_pydantic_model(rig: Rig) -> None:
+    tool = openai.pydantic_function_tool(Lookup)
+    reply = rig.sdk.chat.completions.parse(
+        model="m", messages=[{"role": "user", "content": "call the moon"}], tools=[tool]
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls
+    assert call.function.name == "Lookup"
+    assert call.function.parsed_arguments == Lookup(text="the moon")
+    assert rig.fake.requests[-1].body["tools"] == [tool]  # both adapters pass tools as given
+
+
+def test_tool_calls_come_whole_in_the_last_chunk_of_a_stream(rig: Rig) -> None:
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    chunks = list(
+        rig.sdk.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "call the moon"}],
+            tools=[tool],
+            stream=True,
+        )
+    )
+    [last] = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert last.choices[0].finish_reason == "tool_calls"
+    [call] = last.choices[0].delta.tool_calls
+    assert (call.index, call.function.name) == (0, "lookup")
+    assert call.function.arguments == '{"text": "the moon"}'
+
+
+@pytest.mark.parametrize("given", ["one", ["first", "second"]])
+def test_embeddings_of_strings(rig: Rig, given: str | list[str]) -> None:
+    texts = [given] if isinstance(given, str) else given
+    reply = rig.sdk.embeddings.create(model="m", input=given)  # the SDK asks for base64
+    assert [d.embedding for d in reply.data] == [
+        pytest.approx(embedding(t, 8), abs=1e-6) for t in texts
+    ]
+    assert rig.fake.requests[-1].body["input"] == given
+
+
+def test_token_ids_for_embeddings_go_to_the_backend_as_they_are(rig: Rig) -> None:
+    """What LangChain's OpenAIEmbeddings sends by default (tiktoken ids). Ollama refuses
+    them with its own 400; vLLM would embed them as ids of its own vocabulary (the fake
+    vLLM refuses them, so here both end in a 400)."""
+    with pytest.raises(openai.BadRequestError) as refused:
+        rig.sdk.embeddings.create(model="m", input=[[15339, 1917]])
+    assert rig.fake.requests[-1].body["input"] == [[15339, 1917]]
+    assert refused.value.body["type"] == "invalid_request_error"
+    if rig.kind == "ollama":
+        assert refused.value.body["message"] == "invalid input type"  # Ollama's words

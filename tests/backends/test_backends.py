@@ -335,6 +335,16 @@ async def test_ollama_maps_openai_parameters(ollama: Rig) -> None:
     assert done.result["choices"][0]["finish_reason"] == "length"
 
 
+@pytest.mark.parametrize("kind", [Kind.chat, Kind.completion])
+async def test_ollama_takes_a_json_schema_as_its_format(ollama: Rig, kind: Kind) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    request = chat("hi") if kind == Kind.chat else {"model": "fake-chat", "prompt": "hi"}
+    await ollama.backend.run(kind, request | {"response_format": response_format})
+    body = ollama.fake.requests[-1].body
+    assert body["format"] == schema and "response_format" not in body
+
+
 async def test_ollama_defaults_to_openai_sampling(ollama: Rig) -> None:
     await ollama.backend.run(Kind.completion, {"model": "fake-chat", "prompt": ["hi"]})
     body = ollama.fake.requests[-1].body
