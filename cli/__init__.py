@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from .admin import admin
+from .batch import batch
 from .broker import broker
 from .chat import chat
+from .completion import completion
 from .fleet import workers
 from .job import job
 from .models import models
@@ -19,7 +21,20 @@ __all__ = ["main"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="garage-ai", prog_name="garage")
 def main() -> None:
-    """garage: a pull-based job network that turns GPUs behind NAT into one LLM service."""
+    """garage: a pull-based job network that turns GPUs behind NAT into one LLM service.
+
+    Commands that talk to a broker read GARAGE_URL and GARAGE_API_KEY (or --url and
+    --api-key). Exit codes: 0 ok, 1 a job or request failed, 2 bad usage or input, 3 broker
+    unreachable, 4 key refused, 5 not found, 6 no live worker serves the model, 130
+    interrupted. Each command's --help has examples.
+
+    \b
+    Examples:
+      garage up --try                       # a local network, with a chat and a batch
+      garage chat -m garage-demo "Hello!"
+      garage job submit -m llama3 -i prompts.json -o results.jsonl
+      eval "$(garage completion bash)"      # tab completion
+    """
 
 
 main.add_command(up)
@@ -27,6 +42,8 @@ main.add_command(broker)
 main.add_command(chat)
 main.add_command(admin)
 main.add_command(job)
+main.add_command(batch)
 main.add_command(models)
 main.add_command(worker)
 main.add_command(workers)
+main.add_command(completion)

@@ -2,7 +2,10 @@
 
 Exit codes scripts can rely on: 0 ok, 1 the job or request failed, 2 bad usage or input,
 3 the broker could not be reached, 4 authentication or permission refused, 5 not found,
-6 no capacity (no live worker serves the model; 503).
+6 no capacity (no live worker serves the model; 503), 130 interrupted (Ctrl-C; what the
+command started is cancelled first, unless Ctrl-C comes twice).
+
+Colour only on a terminal, and never with `NO_COLOR` set (no-color.org).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -23,12 +27,25 @@ from garage.client.errors import (
     NotFound,
     Unavailable,
 )
+from garage.contract import ErrorCode
 
-__all__ = ["broker_options", "event_loop_factory", "fail", "print_json", "run_async", "run_loop"]
+__all__ = [
+    "broker_options",
+    "colour",
+    "event_loop_factory",
+    "fail",
+    "print_json",
+    "print_rows",
+    "run_async",
+    "run_loop",
+    "say",
+    "unserved",
+]
 
 T = TypeVar("T")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_AUTH, EXIT_NOT_FOUND, EXIT_NO_CAPACITY = range(1, 7)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,9 +58,28 @@ def broker_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> None:
-    click.echo(f"error: {message}", err=True)
+def colour(text: str, **style: Any) -> str:
+    """`text` styled (click.style) unless NO_COLOR is set; click.echo drops the styling
+    by itself where the output is not a terminal."""
+    return text if os.environ.get("NO_COLOR") else click.style(text, **style)
+
+
+def say(message: str) -> None:
+    """A note for the person at the terminal, on stderr (stdout stays the command's
+    output)."""
+    click.echo(message, err=True)
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"{colour('error:', fg='red', bold=True)} {message}", err=True)
     raise SystemExit(code)
+
+
+def unserved(model: str, hint: str = "") -> str:
+    """What the CLI says when no live worker serves `model`."""
+    return (
+        f"no live worker serves model {model!r} (`garage models` lists the models served now){hint}"
+    )
 
 
 def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
@@ -60,6 +96,11 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         except NotFound as exc:
             fail(exc.message, EXIT_NOT_FOUND)
         except Unavailable as exc:
+            model = kwargs.get("model")
+            if exc.code == ErrorCode.model_not_served and model:
+                can_wait = "wait_for_worker" in kwargs  # the command has --wait-for-worker
+                hint = "; --wait-for-worker queues the work anyway" if can_wait else ""
+                fail(unserved(model, hint), EXIT_NO_CAPACITY)
             fail(exc.message, EXIT_NO_CAPACITY)
         except APIError as exc:
             fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
@@ -67,9 +108,18 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
             fail(str(exc), EXIT_UNREACHABLE)  # it names the broker and why
         except GarageError as exc:
             fail(str(exc), EXIT_FAILED)
-        raise AssertionError("unreachable")
+        except KeyboardInterrupt:  # the command cancelled what it started, and said so
+            fail("interrupted", EXIT_INTERRUPTED)
 
     return wrapper
+
+
+def print_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows in columns as wide as their widest cell, never cut (`kubectl get` style), so
+    every id can be copied whole whatever the terminal's width."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_json(value: Any) -> None:

@@ -37,7 +37,13 @@ def key() -> None:
 async def create(
     role: str, name: str, quiet: bool, as_json: bool, url: str | None, api_key: str | None
 ) -> None:
-    """Create a key; its secret is shown this once."""
+    """Create a key; its secret is shown this once.
+
+    \b
+    Examples:
+      garage admin key create --role worker --name rig-1 --quiet
+      garage admin key create --role user --name alice
+    """
     async with AsyncClient(url, api_key) as client:
         created = await client.create_key(role, name)
     if quiet:

@@ -50,7 +50,9 @@ def _read_array(path: Path, text: str, model: str, lane: Lane) -> list[InputItem
     try:
         values = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path} line {exc.lineno}: not valid JSON: {exc.msg}") from exc
+        raise InputError(
+            f"{path} line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"
+        ) from exc
     if not isinstance(values, list) or not values:
         raise InputError(f"{path}: expected a non-empty JSON array")
     items = []

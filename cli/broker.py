@@ -72,7 +72,13 @@ def broker() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def run(**options: Any) -> None:
-    """Serve the broker. GARAGE_ADMIN_KEY, if set, is accepted as an admin key."""
+    """Serve the broker. GARAGE_ADMIN_KEY, if set, is accepted as an admin key.
+
+    \b
+    Examples:
+      GARAGE_ADMIN_KEY=$(openssl rand -hex 32) garage broker run --host 0.0.0.0
+      garage broker run --redis-url redis://10.0.0.5:6379/0 --port 8080
+    """
     try:
         from garage.broker.server import BrokerStartError, serve
         from garage.broker.settings import BrokerSettings

@@ -18,7 +18,12 @@ __all__ = ["workers"]
 @broker_options
 @run_async
 async def workers(as_json: bool, url: str | None, api_key: str | None) -> None:
-    """List live workers: models, slots, health and GPUs."""
+    """List live workers: models, slots, health and GPUs.
+
+    \b
+    Example:
+      garage workers --json
+    """
     async with AsyncClient(url, api_key) as client:
         fleet = await client.workers()
     if as_json:

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from garage.client import AsyncClient
 from garage.contract import JobStatus, Lane
 
-from ._common import EXIT_FAILED, EXIT_USAGE, broker_options, fail, print_json, run_async
+from ._common import EXIT_USAGE, broker_options, fail, print_json, print_rows, run_async
 from .batch_input import InputError, InputItem, read_input
-from .batch_run import run_batches, run_interactive, submit_batches
+from .batch_run import run_batches, run_interactive, submit_batches, write_results
 
 __all__ = ["job"]
 
 
 @click.group()
 def job() -> None:
-    """Look after jobs on the broker."""
+    """Submit requests and look after jobs on the broker (batches: `garage batch`)."""
+
+
+def _not_a_batch(job_id: str, command: str) -> None:
+    if job_id.startswith("batch_"):
+        fail(f"{job_id} is a batch: see `garage batch {command} {job_id}`", EXIT_USAGE)
 
 
 @job.command("submit")
@@ -64,6 +66,12 @@ def job() -> None:
     default=None,
     help="Give up waiting after this many seconds (unfinished items get an error).",
 )
+@click.option(
+    "--wait-for-worker",
+    is_flag=True,
+    help="Queue the requests even when no live worker serves the model now "
+    "(default: exit 6 at once).",
+)
 @broker_options
 def submit(
     model: str,
@@ -72,6 +80,7 @@ def submit(
     lane: str,
     no_wait: bool,
     timeout_s: float | None,
+    wait_for_worker: bool,
     url: str | None,
     api_key: str | None,
 ) -> None:
@@ -79,53 +88,61 @@ def submit(
 
     The batch lane (the default) goes through the broker's Batch API; results are lines of
     OpenAI's batch output format. Exit code 0 when all succeeded, 1 when any failed (their
-    lines carry the error), 2 when the input is malformed (then nothing is submitted)."""
+    lines carry the error), 2 when the input is malformed (then nothing is submitted),
+    6 when no live worker serves the model (nothing is submitted), 130 on Ctrl-C (what
+    was submitted is cancelled).
+
+    \b
+    Examples:
+      echo '["What is a GPU?", "What is NAT?"]' > prompts.json
+      garage job submit -m llama3 -i prompts.json -o results.jsonl
+      garage job submit -m llama3 -i requests.jsonl --no-wait   # prints the batch id
+    """
     try:
         items = read_input(input_path, model, Lane(lane))
     except InputError as exc:
         fail(str(exc), EXIT_USAGE)
+    args = {"model": model, "items": items, "lane": lane, "wait_for_worker": wait_for_worker}
+    broker = {"url": url, "api_key": api_key}
     if no_wait:
-        for submitted_id in run_async(_submit_only)(model, items, lane, url, api_key):
+        for submitted_id in run_async(_submit_only)(**args, **broker):
             click.echo(submitted_id)
         return
-    lines = run_async(_run)(model, items, lane, timeout_s, url, api_key)
-    text = "".join(json.dumps(line) + "\n" for line in lines)
-    if output_path is None:
-        click.echo(text, nl=False)
-    else:
-        output_path.write_text(text)
-    failed = sum(not _succeeded(line) for line in lines)
-    click.echo(f"{len(lines) - failed} succeeded, {failed} failed", err=True)
-    if failed:
-        raise SystemExit(EXIT_FAILED)
-
-
-def _succeeded(line: dict[str, Any]) -> bool:
-    return line["error"] is None and (line["response"] or {}).get("status_code") == 200
+    write_results(run_async(_run)(**args, timeout_s=timeout_s, **broker), output_path)
 
 
 async def _submit_only(
-    model: str, items: list[InputItem], lane: str, url: str | None, api_key: str | None
+    model: str,
+    items: list[InputItem],
+    lane: str,
+    wait_for_worker: bool,
+    url: str | None,
+    api_key: str | None,
 ) -> list[str]:
     """Batch ids for the batch lane, job ids for the interactive lane."""
     async with AsyncClient(url, api_key) as client:
         if lane == Lane.batch:
-            return await submit_batches(client, model, items)
-        return [(await client.submit_spec(item.spec)).id for item in items]
+            return await submit_batches(client, model, items, wait_for_worker=wait_for_worker)
+        if not wait_for_worker:
+            await client.require_served(model)
+        update = {"wait_for_worker": wait_for_worker}
+        return [
+            (await client.submit_spec(item.spec.model_copy(update=update))).id for item in items
+        ]
 
 
 async def _run(
     model: str,
     items: list[InputItem],
     lane: str,
+    wait_for_worker: bool,
     timeout_s: float | None,
     url: str | None,
     api_key: str | None,
 ) -> list[dict[str, Any]]:
     async with AsyncClient(url, api_key) as client:
-        if lane == Lane.batch:
-            return await run_batches(client, model, items, timeout_s=timeout_s)
-        return await run_interactive(client, model, items, timeout_s=timeout_s)
+        run = run_batches if lane == Lane.batch else run_interactive
+        return await run(client, model, items, timeout_s=timeout_s, wait_for_worker=wait_for_worker)
 
 
 @job.command("status")
@@ -134,7 +151,13 @@ async def _run(
 @broker_options
 @run_async
 async def status(job_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
-    """Show a job's status."""
+    """Show a job's status.
+
+    \b
+    Example:
+      garage job status job_01M8YAXJ53X1G6RAB0N9V4YQ8W --json
+    """
+    _not_a_batch(job_id, "status")
     async with AsyncClient(url, api_key) as client:
         found = await client.get(job_id)
     if as_json:
@@ -158,7 +181,13 @@ async def status(job_id: str, as_json: bool, url: str | None, api_key: str | Non
 async def result(
     job_id: str, timeout_s: float | None, url: str | None, api_key: str | None
 ) -> None:
-    """Wait for a job and print its result as JSON (exit 1 if it failed)."""
+    """Wait for a job and print its result as JSON (exit 1 if it failed).
+
+    \b
+    Example:
+      garage job result job_01M8YAXJ53X1G6RAB0N9V4YQ8W --timeout 60
+    """
+    _not_a_batch(job_id, "result")
     async with AsyncClient(url, api_key) as client:
         done = await client.wait(job_id, timeout_s=timeout_s)
     print_json(done.result)
@@ -169,7 +198,13 @@ async def result(
 @broker_options
 @run_async
 async def cancel(job_id: str, url: str | None, api_key: str | None) -> None:
-    """Cancel a queued or running job."""
+    """Cancel a queued or running job.
+
+    \b
+    Example:
+      garage job cancel job_01M8YAXJ53X1G6RAB0N9V4YQ8W
+    """
+    _not_a_batch(job_id, "cancel")
     async with AsyncClient(url, api_key) as client:
         cancelled = await client.cancel(job_id)
     click.echo(f"{cancelled.id}  {cancelled.status.value}")
@@ -190,23 +225,26 @@ async def list_jobs(
     url: str | None,
     api_key: str | None,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs, newest first.
+
+    \b
+    Examples:
+      garage job list --status running
+      garage job list --model llama3 --limit 100 --json
+    """
     async with AsyncClient(url, api_key) as client:
         page = await client.list(limit=limit, status=status_, model=model)
     if as_json:
         print_json(page)
         return
-    table = Table()
-    table.add_column("id", no_wrap=True, min_width=30)  # whole, so it can be copied
-    for name in ("model", "lane", "status", "attempt", "created"):
-        table.add_column(name)
-    for item in page.data:
-        table.add_row(
+    rows = [
+        (
             item.id,
             item.model,
             item.lane.value,
-            item.status.value,
-            str(item.attempt),
-            item.created_at.isoformat(timespec="seconds"),
+            item.status.value + (f" (attempt {item.attempt})" if item.attempt > 1 else ""),
+            item.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
         )
-    Console().print(table)
+        for item in page.data
+    ]
+    print_rows(("ID", "MODEL", "LANE", "STATUS", "CREATED"), rows)

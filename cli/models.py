@@ -18,7 +18,12 @@ __all__ = ["models"]
 @broker_options
 @run_async
 async def models(as_json: bool, url: str | None, api_key: str | None) -> None:
-    """List the models live workers serve, with how many workers serve each."""
+    """List the models live workers serve, with how many workers serve each.
+
+    \b
+    Example:
+      garage models --json
+    """
     async with AsyncClient(url, api_key) as client:
         served = await client.models()
     if as_json:

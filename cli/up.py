@@ -21,7 +21,7 @@ import httpx
 
 from garage.client import http_client
 
-from ._common import run_loop
+from ._common import colour, run_loop
 
 __all__ = ["up"]
 
@@ -70,7 +70,14 @@ _TRY_PROMPTS = [
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def up(log_level: str, **options: Any) -> None:
-    """Start a broker and a local worker; Ctrl-C stops both."""
+    """Start a broker and a local worker; Ctrl-C stops both.
+
+    \b
+    Examples:
+      garage up --try                     # and show a chat and a batch through it
+      garage up --backend ollama --slots 2
+      garage up --backend demo --port 0   # the echoing demo backend, any free port
+    """
     try:
         import garage.broker.server
         import garage.worker.daemon  # noqa: F401
@@ -205,15 +212,15 @@ def _banner(
     models: list[str],
     data_dir: Path,
 ) -> None:
-    click.echo(f"garage is up at {url}")
-    click.echo(f"  worker backend: {note}")
+    click.echo(f"{colour('garage is up', fg='green', bold=True)} at {colour(url, bold=True)}")
+    click.echo(f"  worker backend: {colour(note, fg='yellow') if kind == 'demo' else note}")
     click.echo(
         f"  models:         {', '.join(models) or '(none yet: is the backend serving any?)'}"
     )
     click.echo(f"  data:           {data_dir} (keys in {data_dir / 'keys.json'})")
     click.echo(f"  dashboard:      {url}/#key={user_key}")
     click.echo("  use it from another terminal:")
-    click.echo(f"    export GARAGE_URL={url} GARAGE_API_KEY={user_key}")
+    click.echo(colour(f"    export GARAGE_URL={url} GARAGE_API_KEY={user_key}", fg="cyan"))
     model = models[0] if models else "MODEL"
     click.echo(f'    garage chat -m {model} "Hello!"')
     click.echo("  Ctrl-C stops the broker and the worker.")

@@ -100,7 +100,14 @@ def run(
     models: str | None,
     **options: Any,
 ) -> None:
-    """Pull jobs from the broker and run them on the local backend, until SIGTERM."""
+    """Pull jobs from the broker and run them on the local backend, until SIGTERM.
+
+    \b
+    Examples:
+      garage worker run --broker https://broker.example --token gk-w-... \\
+          --backend ollama --backend-url http://127.0.0.1:11434 --slots 4
+      garage worker run ... --backend openai --backend-url http://127.0.0.1:8000 --slots 64
+    """
     daemon, gpu, settings_module = _worker_imports()
     from .logs import configure_logging
 
@@ -158,7 +165,12 @@ async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:
 @worker.command("gpus")
 @click.option("--json", "as_json", is_flag=True, help="Print the readings as JSON.")
 def gpus(as_json: bool) -> None:
-    """Read the GPUs through NVML and print what the worker would report."""
+    """Read the GPUs through NVML and print what the worker would report.
+
+    \b
+    Example:
+      garage worker gpus --json
+    """
     _, gpu, settings_module = _worker_imports()
     thresholds = settings_module.WorkerSettings().gpu
     with gpu.NvmlProbe() as probe:

@@ -16,6 +16,7 @@ from garage.contract import (
     TERMINAL_STATUSES,
     Batch,
     BatchCreate,
+    BatchList,
     FileObject,
     Job,
     JobCreate,
@@ -42,6 +43,7 @@ from .errors import (
     JobCancelled,
     JobExpired,
     JobFailed,
+    Unavailable,
     WaitTimeout,
     error_for_status,
 )
@@ -311,12 +313,16 @@ class AsyncClient:
         kind: Kind | str | None = None,
         custom_ids: Sequence[str] | None = None,
         metadata: dict[str, str] | None = None,
+        wait_for_worker: bool = False,
     ) -> list[Batch]:
         """Sends the inputs through the Batch API: one uploaded file and one batch per
         endpoint they need (chat, completion, embedding), in that order. Inputs are read as
         `submit` reads them; each is named by its custom_id (`item-<index>` by default).
-        Raises ValueError naming the first bad input before anything is sent."""
+        Raises ValueError naming the first bad input, or Unavailable when no live worker
+        serves `model` (unless `wait_for_worker`), before anything is sent."""
         requests = _batch_runs.batch_requests(model, inputs, kind=kind, custom_ids=custom_ids)
+        if not wait_for_worker:
+            await self.require_served(model)
         return await _batch_runs.submit(self, requests, metadata=metadata)
 
     async def run_batch(
@@ -329,23 +335,51 @@ class AsyncClient:
         timeout_s: float | None = None,
         on_progress: OnProgress | None = None,
         metadata: dict[str, str] | None = None,
+        wait_for_worker: bool = False,
     ) -> list[dict[str, Any]]:
         """`submit_batch`, then waits for every batch and returns one line per input, in
         input order, in OpenAI's batch output format: `response` (status_code 200 and the
         body, or the error of a failed request) or `error` (code and message). A request
         whose batch did not finish within `timeout_s` gets the error code `unfinished`.
-        `on_progress` is `wait_batch`'s, called for each batch."""
+        `on_progress` is `wait_batch`'s, called for each batch. Cancelling the call (Ctrl-C,
+        a timeout around it) cancels the batches it started."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         requests = _batch_runs.batch_requests(model, inputs, kind=kind, custom_ids=custom_ids)
-        started = await _batch_runs.submit(self, requests, metadata=metadata)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        finished = await asyncio.gather(
-            *(
-                self.wait_batch(batch.id, timeout_s=remaining, on_progress=on_progress)
-                for batch in started
+        if not wait_for_worker:
+            await self.require_served(model)
+        started: list[Batch] = []
+        try:
+            started = await _batch_runs.submit(self, requests, metadata=metadata)
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            finished = await asyncio.gather(
+                *(
+                    self.wait_batch(batch.id, timeout_s=remaining, on_progress=on_progress)
+                    for batch in started
+                )
             )
-        )
-        return await _batch_runs.read_lines(self, finished, requests, timeout_s=timeout_s)
+        except asyncio.CancelledError:
+            await _batch_runs.cancel_quietly(self, [batch.id for batch in started])
+            raise
+        order = [(request.custom_id, request.spec.kind) for request in requests]
+        return await _batch_runs.read_lines(self, finished, order, timeout_s=timeout_s)
+
+    async def batch_lines(
+        self,
+        batch_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> list[dict[str, Any]]:
+        """Waits for a batch (as `wait_batch`) and returns one line per request of its input
+        file, in the input's order, as `run_batch` does."""
+        batch = await self.wait_batch(batch_id, timeout_s=timeout_s, on_progress=on_progress)
+        requests = _batch_runs.requests_of(await self.file_text(batch.input_file_id))
+        return await _batch_runs.read_lines(self, [batch], requests, timeout_s=timeout_s)
+
+    async def batches(self, *, limit: int = 20, after: str | None = None) -> BatchList:
+        """Your batches, newest first."""
+        params = {"limit": limit, "after": after}
+        return BatchList.model_validate(await self._http.json("GET", "/v1/batches", params=params))
 
     async def cancel_batch(self, batch_id: str) -> Batch:
         body = await self._http.json("POST", f"/v1/batches/{batch_id}/cancel")
@@ -354,6 +388,19 @@ class AsyncClient:
     async def models(self) -> ModelList:
         """Models live workers serve now."""
         return ModelList.model_validate(await self._http.json("GET", "/v1/models"))
+
+    async def require_served(self, model: str) -> None:
+        """Raises Unavailable (code `model_not_served`) unless a live worker serves `model`:
+        `map` and the batch calls ask first, since the broker queues batch work for a model
+        nobody serves until its deadline, without a word."""
+        if not any(served.id == model for served in (await self.models()).data):
+            raise Unavailable(
+                503,
+                f"no live worker serves model {model!r}; pass wait_for_worker=True to queue "
+                "the work anyway",
+                code="model_not_served",
+                type="service_unavailable",
+            )
 
 
 def _raise_unless_succeeded(job: Job) -> Job:

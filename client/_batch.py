@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,12 +14,15 @@ from pydantic import ValidationError
 from garage.contract import Job, JobCreate, Lane
 
 from ._inputs import JobInput, text_of, to_spec
-from .errors import GarageError, WaitTimeout
+from ._progress import progress as progress_bar
+from .errors import Conflict, GarageError, WaitTimeout
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
 
 __all__ = ["BatchItem", "run_map"]
+
+logger = logging.getLogger(__name__)
 
 _SUBMITS_IN_FLIGHT = 16
 
@@ -67,11 +72,11 @@ async def run_map(
             specs[item.index] = to_spec(model, item.input, lane=lane, **options)
         except (ValidationError, ValueError) as exc:
             item.error = ValueError(f"input {item.index}: {exc}")
+    if specs and not options.get("wait_for_worker"):
+        await client.require_served(model)
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
-    from tqdm.auto import tqdm  # only here: importing the client stays light
-
-    bar = tqdm(total=len(items), desc=model, unit="job", disable=not progress)
+    bar = progress_bar(len(items), model, "job", enabled=progress)
     bar.update(len(items) - len(specs))
 
     submitting = asyncio.Semaphore(_SUBMITS_IN_FLIGHT)
@@ -84,8 +89,6 @@ async def run_map(
             except GarageError as exc:
                 items[index].error = exc
                 bar.update()
-
-    await asyncio.gather(*(submit(i, spec) for i, spec in specs.items()))
 
     waiting = asyncio.Semaphore(waits_in_flight)
 
@@ -103,7 +106,28 @@ async def run_map(
                 bar.update()
 
     try:
+        await asyncio.gather(*(submit(i, spec) for i, spec in specs.items()))
         await asyncio.gather(*(wait(i) for i in sorted(handles)))
+    except asyncio.CancelledError:
+        # Whoever asked for the lot gave up (Ctrl-C, a timeout around the call): the jobs
+        # it queued are cancelled rather than left to run for nobody.
+        unfinished = [handles[i].id for i in handles if items[i].job is None]
+        await _cancel_unfinished(client, unfinished)
+        raise
     finally:
         bar.close()
     return items
+
+
+async def _cancel_unfinished(client: AsyncClient, job_ids: list[str]) -> None:
+    gate = asyncio.Semaphore(_SUBMITS_IN_FLIGHT)
+
+    async def cancel(job_id: str) -> None:
+        async with gate:
+            with contextlib.suppress(Conflict):  # it ended meanwhile
+                await client.cancel(job_id)
+
+    try:
+        await asyncio.gather(*(cancel(job_id) for job_id in job_ids))
+    except GarageError as exc:
+        logger.warning("could not cancel every job that map() queued: %s", exc)

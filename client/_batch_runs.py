@@ -10,25 +10,39 @@ batch did not finish in time) gets its line from the same builder the broker wri
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from garage.contract import FINAL_BATCH_STATUSES, Batch, ErrorCode, JobCreate, Kind
-from garage.contract.batch_file import KIND_URLS, URL_KINDS, output_line
+from garage.contract.batch_file import KIND_URLS, URL_KINDS, output_line, parse_batch_jsonl
 
 from ._inputs import JobInput, to_spec
+from .errors import GarageError
 
 if TYPE_CHECKING:
     from ._async import AsyncClient
 
-__all__ = ["BatchRequest", "OnProgress", "batch_requests", "read_lines", "submit", "wait"]
+__all__ = [
+    "BatchRequest",
+    "OnProgress",
+    "batch_requests",
+    "cancel_quietly",
+    "read_lines",
+    "requests_of",
+    "submit",
+    "wait",
+]
+
+logger = logging.getLogger(__name__)
 
 OnProgress = Callable[[Batch], object]
 """Called with the batch as read, once when the wait starts and after each change of its
-counts."""
+counts or of its `waiting_reason`."""
 
 _WAIT_SLICE_S = 30.0  # one long-poll of GET /v1/batches/{id}?wait_s=
 
@@ -93,8 +107,12 @@ async def submit(
             + "\n"
             for request in group
         )
-        uploaded = await client.upload_batch_file(f"garage-{kind.value}.jsonl", text)
-        batches.append(await client.create_batch(uploaded.id, url, metadata=metadata))
+        try:
+            uploaded = await client.upload_batch_file(f"garage-{kind.value}.jsonl", text)
+            batches.append(await client.create_batch(uploaded.id, url, metadata=metadata))
+        except asyncio.CancelledError:  # not all of them started: none is left running
+            await cancel_quietly(client, [batch.id for batch in batches])
+            raise
     return batches
 
 
@@ -115,22 +133,38 @@ async def wait(
         remaining = _WAIT_SLICE_S if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
             break
-        done = _ended(batch)
+        done, reason = _ended(batch), batch.waiting_reason
         batch = await client.batch(batch_id, wait_s=min(remaining, _WAIT_SLICE_S), after_done=done)
-        if on_progress is not None and _ended(batch) != done:
+        if on_progress is not None and (_ended(batch), batch.waiting_reason) != (done, reason):
             on_progress(batch)
     return batch
+
+
+def requests_of(input_file: str) -> list[tuple[str, Kind]]:
+    """Each request of a batch input file (JSONL, already checked by the broker) as its
+    custom_id and kind, in the file's order."""
+    return [(line.custom_id, line.kind) for line in parse_batch_jsonl(input_file)]
+
+
+async def cancel_quietly(client: AsyncClient, batch_ids: Sequence[str]) -> None:
+    """Cancels the batches, logging (not raising) what could not be cancelled: the caller
+    is on its way out already."""
+    for batch_id in batch_ids:
+        try:
+            await client.cancel_batch(batch_id)
+        except GarageError as exc:
+            logger.warning("could not cancel batch %s: %s", batch_id, exc)
 
 
 async def read_lines(
     client: AsyncClient,
     batches: Sequence[Batch],
-    requests: Sequence[BatchRequest],
+    requests: Sequence[tuple[str, Kind]],
     *,
     timeout_s: float | None,
 ) -> list[dict[str, Any]]:
-    """One line per request in input order: from the batches' output and error files, or
-    built here for a request whose batch did not finish."""
+    """One line per request (custom_id and kind) in input order: from the batches' output
+    and error files, or built here for a request whose batch did not finish."""
     found: dict[str, dict[str, Any]] = {}
     batch_of_kind: dict[Kind, Batch] = {}
     for batch in batches:
@@ -142,10 +176,10 @@ async def read_lines(
                         line = json.loads(raw)
                         found[line["custom_id"]] = line
     lines = []
-    for request in requests:
-        line = found.get(request.custom_id)
+    for custom_id, kind in requests:
+        line = found.get(custom_id)
         if line is None:
-            batch = batch_of_kind[request.spec.kind]
+            batch = batch_of_kind[kind]
             if batch.status in FINAL_BATCH_STATUSES:
                 error = {"code": ErrorCode.job_lost, "message": f"not in batch {batch.id}'s files"}
             else:
@@ -153,7 +187,7 @@ async def read_lines(
                     "code": ErrorCode.unfinished,
                     "message": f"not finished within {timeout_s} s; see batch {batch.id}",
                 }
-            line = output_line(None, request.custom_id, None, None, error)
+            line = output_line(None, custom_id, None, None, error)
         lines.append(line)
     return lines
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from garage.contract import (
     Batch,
+    BatchList,
     Job,
     JobEvent,
     JobList,
@@ -34,6 +35,8 @@ __all__ = ["Client", "JobHandle"]
 
 T = TypeVar("T")
 
+_UNDO_S = 30.0  # how long Ctrl-C waits for a call to cancel what it started
+
 
 class _LoopThread:
     """An event loop running forever on a daemon thread."""
@@ -46,10 +49,24 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        async def call() -> T:
-            return await awaitable
+        """Runs `awaitable` on the loop and waits for it. Ctrl-C (KeyboardInterrupt) while
+        waiting cancels it there, so the call can undo what it started (`map` cancels its
+        jobs, `run_batch` its batches), and waits for that; a second Ctrl-C leaves at once."""
+        ended = threading.Event()
 
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+        async def call() -> T:
+            try:
+                return await awaitable
+            finally:
+                ended.set()
+
+        future = asyncio.run_coroutine_threadsafe(call(), self.loop)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            future.cancel()
+            ended.wait(_UNDO_S)
+            raise
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
         try:
@@ -213,6 +230,7 @@ class Client:
         kind: Kind | str | None = None,
         custom_ids: Sequence[str] | None = None,
         metadata: dict[str, str] | None = None,
+        wait_for_worker: bool = False,
     ) -> list[Batch]:
         """See `AsyncClient.submit_batch`."""
         return self._call(
@@ -222,6 +240,7 @@ class Client:
             kind=kind,
             custom_ids=custom_ids,
             metadata=metadata,
+            wait_for_worker=wait_for_worker,
         )
 
     def run_batch(
@@ -234,6 +253,7 @@ class Client:
         timeout_s: float | None = None,
         on_progress: OnProgress | None = None,
         metadata: dict[str, str] | None = None,
+        wait_for_worker: bool = False,
     ) -> list[dict[str, Any]]:
         """See `AsyncClient.run_batch`; `on_progress` runs on the client's own thread."""
         return self._call(
@@ -245,7 +265,26 @@ class Client:
             timeout_s=timeout_s,
             on_progress=on_progress,
             metadata=metadata,
+            wait_for_worker=wait_for_worker,
         )
+
+    def batch_lines(
+        self,
+        batch_id: str,
+        *,
+        timeout_s: float | None = None,
+        on_progress: OnProgress | None = None,
+    ) -> list[dict[str, Any]]:
+        """See `AsyncClient.batch_lines`."""
+        return self._call(
+            self._client.batch_lines, batch_id, timeout_s=timeout_s, on_progress=on_progress
+        )
+
+    def batches(self, *, limit: int = 20, after: str | None = None) -> BatchList:
+        return self._call(self._client.batches, limit=limit, after=after)
+
+    def cancel_batch(self, batch_id: str) -> Batch:
+        return self._call(self._client.cancel_batch, batch_id)
 
     def models(self) -> ModelList:
         return self._call(self._client.models)

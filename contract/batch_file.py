@@ -80,7 +80,9 @@ def parse_batch_jsonl(
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise BatchLineError(number, f"not valid JSON: {exc.msg}") from exc
+            raise BatchLineError(
+                number, f"not valid JSON at column {exc.colno}: {exc.msg}"
+            ) from exc
         if not isinstance(record, dict):
             raise BatchLineError(number, "expected a JSON object")
         custom_id, url, body = record.get("custom_id"), record.get("url"), record.get("body")

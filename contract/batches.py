@@ -94,6 +94,12 @@ class Batch(Out):
     cancelled_at: int | None = None
     request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
     metadata: dict[str, str] | None = None
+    waiting_reason: str | None = Field(
+        None,
+        description="garage's own: why the batch's queued requests are not running now "
+        "(no live worker serves one of its models); they wait for one until the batch "
+        "expires. Null while nothing holds them up.",
+    )
 
 
 class BatchList(Out):

@@ -62,13 +62,16 @@ async def create_batch(call: Call[BatchCreate, None]) -> Response:
         raise BadRequest(
             f"{described.filename}: {exc}", code=ErrorCode.invalid_batch_line, param=exc.param
         ) from exc
-    return json_response(await call.broker.jobs.create_batch(call.caller.id, body, specs))
+    jobs = call.broker.jobs
+    batch = await jobs.create_batch(call.caller.id, body, specs)
+    return json_response((await jobs.explained([batch]))[0])
 
 
 async def list_batches(call: Call[None, BatchListQuery]) -> Response:
     batches, more = await call.broker.store.batches.list(
         call.caller.id, limit=call.query.limit, after=call.query.after
     )
+    batches = await call.broker.jobs.explained(batches)
     return json_response(
         BatchList(
             data=batches,
@@ -84,9 +87,9 @@ async def get_batch(call: Call[None, BatchWaitQuery]) -> Response:
     requests ended or it reached a final status, or after `wait_s`, whichever comes first."""
     batch = await _own_batch(call)
     query = call.query
-    return json_response(
-        await call.broker.jobs.wait_batch(batch, wait_s=query.wait_s, after_done=query.after_done)
-    )
+    jobs = call.broker.jobs
+    batch = await jobs.wait_batch(batch, wait_s=query.wait_s, after_done=query.after_done)
+    return json_response((await jobs.explained([batch]))[0])
 
 
 async def cancel_batch(call: Call[None, None]) -> Response:

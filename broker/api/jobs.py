@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from garage.contract import (
     MAX_WAIT_S,
+    ErrorCode,
     Job,
     JobCreate,
     JobEventsQuery,
@@ -20,7 +21,7 @@ from garage.contract import (
     Role,
 )
 
-from ..errors import BadRequest
+from ..errors import BadRequest, Unavailable
 from ..routing import Call, Endpoint, HeaderDoc, json_response
 from ..store.events import is_event_id
 
@@ -41,9 +42,14 @@ async def submit_job(call: Call[JobCreate, None]) -> Response:
     (200 instead of 201). With `Prefer: wait=N` the answer waits up to N seconds for the end."""
     idempotency_key = call.header("Idempotency-Key", max_length=255)
     wait_s = _preferred_wait_s(call.header("Prefer", max_length=200))
-    submitted = await call.broker.jobs.submit_and_wait(
-        call.caller.id, call.body, wait_s=wait_s, idempotency_key=idempotency_key
-    )
+    try:
+        submitted = await call.broker.jobs.submit_and_wait(
+            call.caller.id, call.body, wait_s=wait_s, idempotency_key=idempotency_key
+        )
+    except Unavailable as exc:
+        if exc.code is ErrorCode.model_not_served:  # only this door has the way round it
+            exc.message += "; set wait_for_worker to queue the job anyway, or use the batch lane"
+        raise
     return json_response(
         submitted.job,
         status_code=201 if submitted.created else 200,

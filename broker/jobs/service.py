@@ -23,6 +23,7 @@ from garage.contract import (
     TERMINAL_STATUSES,
     Batch,
     BatchCreate,
+    BatchStatus,
     ErrorCode,
     Job,
     JobCreate,
@@ -138,8 +139,8 @@ class JobService:
             return
         if spec.model not in await self._store.fleet.models(max_age_s=_SERVED_MAX_AGE_S):
             raise Unavailable(
-                f"no live worker serves model {spec.model!r}; submit to the batch lane or set "
-                "wait_for_worker to queue it anyway",
+                f"no live worker serves model {spec.model!r} (GET /v1/models lists the models "
+                "served now)",
                 code=ErrorCode.model_not_served,
                 param="model",
                 # The openai SDK would retry a 503 for a second or more; retrying cannot help.
@@ -315,6 +316,21 @@ class JobService:
             self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
         return batch
 
+    async def explained(self, batches: Sequence[Batch]) -> list[Batch]:
+        """The batches with `waiting_reason` set on each in progress that waits for a
+        worker to serve one of its models."""
+        explained = []
+        for batch in batches:
+            if batch.status is BatchStatus.in_progress:
+                served = await self._store.fleet.models(max_age_s=_SERVED_MAX_AGE_S)
+                unserved = [
+                    m for m in await self._store.batches.models(batch.id) if m not in served
+                ]
+                if unserved:
+                    batch = batch.model_copy(update={"waiting_reason": _unserved_reason(unserved)})
+            explained.append(batch)
+        return explained
+
     async def wait_batch(self, batch: Batch, *, wait_s: float, after_done: int | None) -> Batch:
         """The batch once more than `after_done` of its requests ended (None: never
         enough) or it reached a final status, or as it is after `wait_s`."""
@@ -336,6 +352,11 @@ class JobService:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(remaining, _RECHECK_S)):
                         await changed.wait()
+
+
+def _unserved_reason(models: Sequence[str]) -> str:
+    named = ", ".join(repr(model) for model in models)
+    return f"no live worker serves model {named}; its requests wait for one until the batch expires"
 
 
 def _batch_answers(batch: Batch, after_done: int | None) -> bool:

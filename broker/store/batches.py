@@ -111,6 +111,7 @@ class BatchStore:
             "in_progress_ms": now_ms, "expires_ms": now_ms + _WINDOW_MS,
             "total": len(specs), "completed": 0, "failed": 0,
             "metadata": json.dumps(spec.metadata) if spec.metadata is not None else "",
+            "models": json.dumps(sorted({job.model for job in specs})),
         }  # fmt: skip
         staging_keys = [
             keys.batch_jobs(batch_id),
@@ -154,6 +155,10 @@ class BatchStore:
         """The batch's owner and the batch, counts as of now."""
         fields = await self._redis.hgetall(keys.batch(batch_id))
         return (fields["owner"], _batch(fields)) if fields else None
+
+    async def models(self, batch_id: str) -> list[str]:
+        """The models the batch's requests name."""
+        return json.loads(await self._redis.hget(keys.batch(batch_id), "models") or "[]")
 
     async def list(self, owner: str, *, limit: int, after: str | None) -> tuple[list[Batch], bool]:
         """The owner's batches newest first; `after` is the last id of the previous page."""

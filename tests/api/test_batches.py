@@ -93,7 +93,7 @@ def test_embeddings_batch(sdk: openai.OpenAI) -> None:
 @pytest.mark.parametrize(
     ("lines", "says"),
     [
-        (['{"custom_id": "a"'], "line 1: not valid JSON"),
+        (['{"custom_id": "a"'], "line 1: not valid JSON at column 18"),
         ([line("a", "x"), line("a", "y")], "line 2: custom_id 'a' already used on line 1"),
         ([line("a", "x"), line("b", "y", url="/v1/embeddings")], "line 2: 'url' /v1/embeddings"),
         (

@@ -106,7 +106,7 @@ def test_failed_items_are_written_and_exit_1(network: Network, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("content", "name", "says"),
     [
-        ('["a", "b"', "data.json", "data.json line 1: not valid JSON"),
+        ('["a", "b"', "data.json", "data.json line 1 column 10: not valid JSON"),
         ('["a", 5]', "data.json", "data.json item 1: expected a prompt"),
         ('[{"prompt": 1}]', "data.json", "data.json item 0: request.prompt: must be"),
         ("[]", "data.json", "non-empty JSON array"),
@@ -119,7 +119,7 @@ def test_failed_items_are_written_and_exit_1(network: Network, tmp_path: Path) -
         (
             GOOD_LINE + "{not json}\n",
             "b.jsonl",
-            "b.jsonl line 2: not valid JSON",
+            "b.jsonl line 2: not valid JSON at column 2",
         ),
         (
             GOOD_LINE + GOOD_LINE,
