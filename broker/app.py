@@ -49,13 +49,14 @@ class BrokerApp:
 
 def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> BrokerApp:
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    notifier = Notifier(store)
+    auth = Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s)
+    notifier = Notifier(store, on_revoked=auth.forget)
     metrics = Metrics()
     broker = Broker(
         settings=settings,
         store=store,
         clock=clock,
-        auth=Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s),
+        auth=auth,
         metrics=metrics,
         notifier=notifier,
         jobs=JobService(settings, store, notifier, metrics, clock),

@@ -71,6 +71,10 @@ class Authenticator:
             self._cache[digest] = (principal, now + self._cache_s)
         return principal
 
-    def forget(self, key_id: str) -> None:
-        """Drops a revoked key from this process's cache at once."""
-        self._cache = {d: entry for d, entry in self._cache.items() if entry[0].id != key_id}
+    def forget(self, key_id: str | None) -> None:
+        """Drops a revoked key from this process's cache at once; None: every key (a
+        revocation may have been missed)."""
+        if key_id is None:
+            self._cache.clear()
+        else:
+            self._cache = {d: entry for d, entry in self._cache.items() if entry[0].id != key_id}

@@ -30,7 +30,7 @@ async def revoke_key(call: Call[None, None]) -> Response:
     key_id = call.path["key_id"]
     if not await call.broker.store.apikeys.revoke(key_id):
         raise NotFound(f"no key {key_id!r}", param="key_id")
-    call.broker.auth.forget(key_id)
+    call.broker.auth.forget(key_id)  # here at once; other brokers hear it on pub/sub
     return Response(status_code=204)
 
 

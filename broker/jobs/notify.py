@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 from garage.contract import Job
@@ -113,7 +113,9 @@ L = TypeVar("L", StreamReader, asyncio.Event)  # a listener on a channel
 
 
 class Notifier:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, on_revoked: Callable[[str | None], None]) -> None:
+        """`on_revoked` gets the id of each key an admin revokes (on any broker), and None
+        after pub/sub was down, when a revocation may have gone unheard."""
         # Names this process in a job's 'watched' field, so a job this process both waits
         # for and ends is announced to nobody else (see finish in lib.lua).
         self.process_id = secrets.token_hex(8)
@@ -124,6 +126,7 @@ class Notifier:
         self._batches: dict[str, set[asyncio.Event]] = {}  # batch id -> requests waiting
         self._woken_here: set[str] = set()
         self._queueing: dict[str, bool] = {}  # job id -> its wake's echo already came
+        self._on_revoked = on_revoked
         self._subscriber = store.subscriber(self._on_message, self._on_subscribed)
 
     async def run(self) -> None:
@@ -138,6 +141,7 @@ class Notifier:
             self.hints.subscribed()
         else:
             self.hints.unsubscribed()
+            self._on_revoked(None)
 
     def _on_message(self, channel: str, data: str) -> None:
         if channel == keys.WAKE_CHANNEL:
@@ -153,6 +157,8 @@ class Notifier:
                     self._queueing[job_id] = True
         elif channel == keys.ENDED_CHANNEL:
             self.job_ended(data)
+        elif channel == keys.REVOKED_CHANNEL:
+            self._on_revoked(data)
         elif channel.startswith(keys.EVENTS_CHANNEL_PREFIX):
             readers = self._streams.get(channel[len(keys.EVENTS_CHANNEL_PREFIX) :])
             if readers:

@@ -62,6 +62,7 @@ class ApiKeyStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.api_key(digest))
             pipe.hdel(keys.api_key_ids(), key_id)
+            pipe.publish(keys.REVOKED_CHANNEL, key_id)  # every broker drops it from its cache
             await pipe.execute()
         return True
 

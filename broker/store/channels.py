@@ -34,7 +34,7 @@ class Subscriber:
         self._on_message = on_message
         self._on_subscribed = on_subscribed or (lambda live: None)
         self._pubsub: Any = None
-        self._channels: set[str] = {keys.WAKE_CHANNEL, keys.ENDED_CHANNEL}
+        self._channels: set[str] = {keys.WAKE_CHANNEL, keys.ENDED_CHANNEL, keys.REVOKED_CHANNEL}
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self.connected = asyncio.Event()
 

@@ -18,6 +18,7 @@ __all__ = [
     "JOB_PREFIX",
     "LEASES",
     "QUEUE_PREFIX",
+    "REVOKED_CHANNEL",
     "START_DEADLINES",
     "WAKE_CHANNEL",
     "WORKERS",
@@ -55,6 +56,7 @@ BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)
 # PUBLISH "<model> <job id>" when a job becomes claimable, "<model> *<n>" when n jobs do
 WAKE_CHANNEL = ROOT + "wake"
 ENDED_CHANNEL = ROOT + "ended"  # PUBLISH the job id when a job reaches an end
+REVOKED_CHANNEL = ROOT + "revoked"  # PUBLISH a key id when an admin revokes the key
 EVENTS_CHANNEL_PREFIX = ROOT + "ev:"  # PUBLISH garage:ev:{id} when a job's stream grows
 # PUBLISH garage:batch-ev:{id} when a batch's counts change or it reaches a final status
 BATCH_CHANNEL_PREFIX = ROOT + "batch-ev:"

@@ -118,3 +118,23 @@ async def test_a_wait_on_one_broker_ends_with_a_result_posted_to_the_other(
         # Released by B's message, not by A re-reading on its own every 5 s.
         assert asyncio.get_running_loop().time() - started < 4
     assert ended["status"] == "succeeded" and ended["result"] == {"text": "done"}
+
+
+async def test_a_key_revoked_on_one_broker_is_refused_at_once_on_the_other(
+    start_broker, redis_url: str, redis
+) -> None:
+    a, b, _ = two_brokers(start_broker, redis_url)  # each caches keys for 5 s by default
+    async with httpx.AsyncClient(timeout=30) as http:
+        made = await http.post(
+            f"{a.url}/v1/admin/keys", json={"role": "user", "name": "bob"}, headers=ADMIN
+        )
+        user = {"Authorization": f"Bearer {made.json()['key']}"}
+        assert (await http.get(f"{b.url}/v1/jobs", headers=user)).status_code == 200  # cached
+        revoked = await http.delete(f"{a.url}/v1/admin/keys/{made.json()['id']}", headers=ADMIN)
+        assert revoked.status_code == 204
+        for _ in range(20):  # the revocation crosses on pub/sub, well within the cache's 5 s
+            if (await http.get(f"{b.url}/v1/jobs", headers=user)).status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert (await http.get(f"{b.url}/v1/jobs", headers=user)).status_code == 401
+    assert a.stop() == 0 and b.stop() == 0
