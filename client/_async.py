@@ -11,6 +11,12 @@ from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from garage.contract import (
     TERMINAL_STATUSES,
@@ -53,6 +59,7 @@ __all__ = ["AsyncClient"]
 _WAIT_SLICE_S = 30.0  # one long-poll of GET /v1/jobs/{id}?wait_s=
 _TERMINAL_EVENTS = ("done", "error")
 _MAX_RESUMES = 8  # consecutive drops of an event stream before giving up
+_SUBMIT_TRIES = 4  # a submit sent again (same Idempotency-Key) after a broken connection
 
 
 class AsyncClient:
@@ -106,19 +113,28 @@ class AsyncClient:
         """Queues a job; with `wait_s` the broker answers once it ended, or after that long.
 
         Every submit carries an `Idempotency-Key` (a fresh one unless given), so a submit
-        sent again after a dropped connection returns the same job instead of a second."""
+        whose connection broke before the answer (the broker may have read it) is sent
+        again with the same key, a few times within seconds, and the broker answers with
+        the job the first one made, never a second job."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait_s > 0:
             headers["Prefer"] = f"wait={wait_s:g}"
-        job = await self._http.call(
-            "POST",
-            "/v1/jobs",
-            Job,
-            body=spec,
-            exclude_none=True,
-            headers=headers,
-            timeout_s=wait_s + 30 if wait_s > 0 else None,
-        )
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(BrokerUnreachable),
+            stop=stop_after_attempt(_SUBMIT_TRIES),
+            wait=wait_random_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        ):
+            with attempt:
+                job = await self._http.call(
+                    "POST",
+                    "/v1/jobs",
+                    Job,
+                    body=spec,
+                    exclude_none=True,
+                    headers=headers,
+                    timeout_s=wait_s + 30 if wait_s > 0 else None,
+                )
         return AsyncJobHandle(self, job)
 
     async def run(
