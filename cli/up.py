@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def up(log_level: str, **options: Any) -> None:
     from .logs import configure_logging
 
     configure_logging(log_level)
-    options["data_dir"].mkdir(parents=True, exist_ok=True)
+    options["data_dir"].mkdir(mode=0o700, parents=True, exist_ok=True)  # keys and prompts
     run_loop(_up(**options))
 
 
@@ -198,9 +199,17 @@ def _local_keys(data_dir: Path) -> dict[str, str]:
 
 
 def _save_keys(data_dir: Path, keys: dict[str, str]) -> None:
-    path = data_dir / "keys.json"
-    path.write_text(json.dumps(keys, indent=2))
-    os.chmod(path, 0o600)
+    """Writes keys.json 0600 from its creation (mkstemp's mode), never readable for a
+    moment, and whole: the new file replaces the old in one step."""
+    fd, temp = tempfile.mkstemp(prefix=".keys-", suffix=".json", dir=data_dir)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(keys, indent=2))
+        os.replace(temp, data_dir / "keys.json")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _banner(

@@ -36,6 +36,7 @@ from .events import (
 )
 from .files import FileDeleted, FileList, FileObject
 from .jobs import (
+    MAX_MODEL_NAME,
     MAX_WAIT_S,
     TERMINAL_STATUSES,
     Job,
@@ -55,6 +56,7 @@ from .keys import KeyCreate, KeyCreated, KeyInfo, Role
 from .models import ModelCard, ModelList
 from .openai import InferenceRequest, StreamOptions
 from .workers import (
+    MAX_POLL_MODELS,
     CompleteReport,
     FailReport,
     GpuInfo,
@@ -79,6 +81,8 @@ __all__ = [
     "FINAL_BATCH_STATUSES",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BATCH_REQUESTS",
+    "MAX_MODEL_NAME",
+    "MAX_POLL_MODELS",
     "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Batch",

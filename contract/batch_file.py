@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import ErrorCode, JobErrorType
-from .jobs import JobCreate, JobStatus, Kind, Lane
+from .jobs import MAX_METADATA_VALUE, JobCreate, JobStatus, Kind, Lane
 
 __all__ = [
     "KIND_URLS",
@@ -78,16 +78,26 @@ def parse_batch_jsonl(
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            record = json.loads(raw, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise BatchLineError(
                 number, f"not valid JSON at column {exc.colno}: {exc.msg}"
             ) from exc
+        except _NotANumber as exc:
+            raise BatchLineError(number, f"not valid JSON: {exc}") from exc
+        except ValueError as exc:  # an integer past Python's int <-> str digit limit
+            raise BatchLineError(number, "not valid JSON: a number has too many digits") from exc
+        except RecursionError as exc:
+            raise BatchLineError(number, "not valid JSON: nested too deeply") from exc
         if not isinstance(record, dict):
             raise BatchLineError(number, "expected a JSON object")
         custom_id, url, body = record.get("custom_id"), record.get("url"), record.get("body")
         if not isinstance(custom_id, str) or not custom_id:
             raise BatchLineError(number, "'custom_id' must be a non-empty string", "custom_id")
+        if len(custom_id) > MAX_METADATA_VALUE:  # it becomes the job's metadata
+            raise BatchLineError(
+                number, f"'custom_id' is longer than {MAX_METADATA_VALUE} characters", "custom_id"
+            )
         if custom_id in seen:
             raise BatchLineError(
                 number,
@@ -109,6 +119,14 @@ def parse_batch_jsonl(
     if not lines:
         raise BatchLineError(None, "the file holds no requests")
     return lines
+
+
+class _NotANumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotANumber(f"{name} is not a JSON number")
 
 
 def to_job(line: BatchLine, model: str, **options: Any) -> JobCreate:

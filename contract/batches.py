@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import In, Out
-from .jobs import MAX_WAIT_S
+from .jobs import MAX_WAIT_S, Metadata
 
 __all__ = [
     "BATCH_ENDPOINTS",
@@ -52,7 +52,7 @@ class BatchCreate(In):
     input_file_id: str = Field(min_length=1, max_length=64)
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: Literal["24h"] = "24h"
-    metadata: dict[str, str] | None = Field(None, max_length=16)
+    metadata: Metadata | None = None
 
 
 class BatchRequestCounts(Out):

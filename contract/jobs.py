@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, StringConstraints, model_validator
 
 from ._base import In, Out
 
 __all__ = [
+    "MAX_METADATA_VALUE",
+    "MAX_MODEL_NAME",
     "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Job",
@@ -23,9 +25,23 @@ __all__ = [
     "JobWaitQuery",
     "Kind",
     "Lane",
+    "Metadata",
     "Timings",
     "Usage",
 ]
+
+MAX_MODEL_NAME = 256
+
+# OpenAI's bounds on metadata: 16 pairs, keys up to 64 characters, values up to 512.
+MAX_METADATA_VALUE = 512
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE)],
+    ],
+    Field(max_length=16),
+]
+_MAX_ERROR_MESSAGE = 4096
 
 
 class JobStatus(StrEnum):
@@ -102,16 +118,24 @@ class Timings(Out):
     backend_ms: float | None = Field(None, description="Time the backend took, as it reports.")
 
 
+def _cut_message(value: Any) -> Any:
+    return value[:_MAX_ERROR_MESSAGE] if isinstance(value, str) else value
+
+
 class JobError(Out):
-    message: str
-    type: str = "job_error"
-    code: str | None = None
+    # Cut, not refused: a worker builds this from a backend's or an exception's text, and
+    # a refusal would fail the worker's report instead of the job.
+    message: Annotated[str, BeforeValidator(_cut_message)]
+    type: str = Field("job_error", max_length=64)
+    code: str | None = Field(None, max_length=128)
 
 
 class JobCreate(In):
     """A job to submit. `request` is the OpenAI-shaped body for the job's kind."""
 
-    model: str = Field(min_length=1, max_length=256, description="Model a worker must serve.")
+    model: str = Field(
+        min_length=1, max_length=MAX_MODEL_NAME, description="Model a worker must serve."
+    )
     kind: Kind = Kind.chat
     request: dict[str, Any] = Field(description="OpenAI-shaped request body for `kind`.")
     lane: Lane = Lane.interactive
@@ -122,7 +146,7 @@ class JobCreate(In):
     timeout_s: float | None = Field(
         None, gt=0, le=7 * 86400, description="Fail the job if it is not finished in time."
     )
-    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+    metadata: Metadata = Field(default_factory=dict)
     wait_for_worker: bool = Field(
         False,
         description="Queue an interactive job even when no live worker serves its model "

@@ -8,21 +8,19 @@ on, not refused.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ._base import Open
 
 __all__ = ["InferenceRequest", "StreamOptions"]
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class StreamOptions(Open):
     include_usage: bool = Field(False, description="End the stream with a usage chunk.")
 
 
-class InferenceRequest(BaseModel):
+class InferenceRequest(Open):
     """An OpenAI request body; fields beyond these go to the backend unchanged."""
-
-    model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256, description="A model some worker serves.")
     stream: bool = Field(False, description="Answer as server-sent chunks (not embeddings).")

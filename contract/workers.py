@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from ._base import In, Out
-from .jobs import JobError, Kind, Lane, Timings, Usage
+from .jobs import MAX_MODEL_NAME, JobError, Kind, Lane, Timings, Usage
 
 __all__ = [
+    "MAX_POLL_MODELS",
     "CompleteReport",
     "FailReport",
     "GpuInfo",
@@ -33,25 +34,33 @@ class HealthState(StrEnum):
     critical = "critical"  # the worker stops pulling until it clears
 
 
+# A worker reports its GPUs and health in every poll. The bounds leave room for a rig of
+# 64 GPUs with every reason NVML can give; NVML's own names and UUIDs are under 100 chars.
+_Reason = Annotated[str, StringConstraints(max_length=1024)]
+_ThrottleReason = Annotated[str, StringConstraints(max_length=64)]
+_Model = Annotated[str, StringConstraints(max_length=MAX_MODEL_NAME)]
+MAX_POLL_MODELS = 256  # models one poll may name
+
+
 class GpuInfo(Out):
     """One GPU as NVML reads it. Fields NVML cannot read on a device are None."""
 
     index: int
-    uuid: str
-    name: str
+    uuid: str = Field(max_length=128)
+    name: str = Field(max_length=256)
     memory_used_mib: float | None = None
     memory_total_mib: float | None = None
     utilization_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
     power_limit_w: float | None = None
-    throttle_reasons: list[str] = Field(default_factory=list)
+    throttle_reasons: list[_ThrottleReason] = Field(default_factory=list, max_length=64)
     ecc_uncorrectable: int | None = None
 
 
 class Health(Out):
     state: HealthState = HealthState.ok
-    reasons: list[str] = Field(default_factory=list)
+    reasons: list[_Reason] = Field(default_factory=list, max_length=1024)
 
 
 class PollRequest(In):
@@ -59,7 +68,7 @@ class PollRequest(In):
 
     worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
     name: str = Field("", max_length=128)
-    models: list[str] = Field(max_length=256)
+    models: list[_Model] = Field(max_length=MAX_POLL_MODELS)
     slots_free: int = Field(ge=0, le=1024, description="Jobs the worker can take now.")
     slots_total: int = Field(1, ge=1, le=1024)
     wait_s: float = Field(25.0, ge=0, le=60, description="Longest the poll may park.")

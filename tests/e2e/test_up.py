@@ -32,6 +32,7 @@ def test_up_try_once_streams_a_chat_and_finishes_a_batch(tmp_path: Path) -> None
     assert out.count("-> [garage demo backend, not a model] You said:") == 5
     assert "batch finished." in out
     assert (tmp_path / ".garage" / "up" / "keys.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".garage" / "up").stat().st_mode & 0o777 == 0o700  # prompts, keys
     store = tmp_path / ".garage" / "up" / "store"
     assert (store / "appendonly.aof").exists() or (store / "appendonlydir").is_dir()
 

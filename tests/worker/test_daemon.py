@@ -30,8 +30,9 @@ CHAT = {
 
 
 @pytest.fixture
-def backend_url() -> Iterator[str]:
-    with FakeServer(build_app(FakeState(FakeConfig(models=["m"])))) as server:
+def backend_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    models = getattr(request, "param", ["m"])  # a test may name the backend's models
+    with FakeServer(build_app(FakeState(FakeConfig(models=models)))) as server:
         yield server.url
 
 
@@ -133,3 +134,19 @@ async def test_fallback_worker_takes_only_jobs_that_waited(
     fresh = (await http.post("/v1/jobs", json=CHAT)).json()["id"]
     assert await status(http, fresh, wait_s=10) == "succeeded"
     assert (await http.get(f"/v1/jobs/{fresh}")).json()["worker"] == local.worker_id
+
+
+@pytest.mark.parametrize("backend_url", [["x" * 300, "m"]], indirect=True)
+async def test_a_model_name_no_poll_may_carry_is_left_out(
+    http: httpx.AsyncClient, run_worker
+) -> None:
+    worker = await run_worker("rig-long-names")
+
+    async def serving() -> bool:
+        fleet = (await http.get("/v1/workers")).json()["data"]
+        return bool(fleet) and fleet[0]["models"] == ["m"]
+
+    await eventually(serving, what="the worker to poll with the names it may send")
+    job = (await http.post("/v1/jobs", json=CHAT)).json()
+    assert await status(http, job["id"], wait_s=10) == "succeeded"
+    assert worker.models == ["m"]
