@@ -1,8 +1,9 @@
 """Assembles the broker: its runtime parts, every endpoint, and the background loops.
 
-One Starlette `Router` is the whole ASGI app: each route is declared as an `Endpoint` in
-`api/` and answered through `routing.py`, which handles every error itself, so no
-middleware stands in front of it; `openapi.py` documents the same declarations.
+One Starlette `Router` is the ASGI app: each route is declared as an `Endpoint` in `api/`
+and answered through `routing.py`, which handles every error itself; `openapi.py`
+documents the same declarations. One middleware stands in front of the router:
+`BodyTimeout` (`slow_clients.py`), which answers 408 to a request body that stops coming.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from starlette.datastructures import State
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .api import admin, batches, files, jobs, models, openai, ops, workers
@@ -29,6 +30,7 @@ from .reaper import run_reaper
 from .routing import Call, Endpoint, routes
 from .runtime import Broker
 from .settings import BrokerSettings
+from .slow_clients import BodyTimeout
 from .store import Store
 
 __all__ = ["BrokerApp", "build_app"]
@@ -37,14 +39,16 @@ _SUMMARY = "Pull-based job network for LLM work on GPUs behind NAT."
 
 
 class BrokerApp:
-    """The ASGI app: the router, and `state.broker` (the runtime parts) for tests to reach."""
+    """The ASGI app: the router behind its middleware, and `state.broker` (the runtime
+    parts) for tests to reach."""
 
-    def __init__(self, router: Router, broker: Broker) -> None:
+    def __init__(self, router: Router, broker: Broker, *, body_timeout_s: float) -> None:
         self.router = router
         self.state = State({"broker": broker})
+        self._app: ASGIApp = BodyTimeout(router, timeout_s=body_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.router(scope, receive, send)
+        await self._app(scope, receive, send)
 
 
 def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_clock) -> BrokerApp:
@@ -97,4 +101,4 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     router = Router(
         routes(endpoints, broker), redirect_slashes=False, default=not_found, lifespan=lifespan
     )
-    return BrokerApp(router, broker)
+    return BrokerApp(router, broker, body_timeout_s=settings.body_timeout_s)

@@ -22,6 +22,7 @@ import uvicorn
 from .app import build_app
 from .clock import system_clock
 from .settings import BrokerSettings
+from .slow_clients import head_timeout_protocol
 from .store import Store, open_store
 
 __all__ = ["BrokerServer", "BrokerStartError", "serve"]
@@ -75,6 +76,9 @@ class BrokerServer:
             # Server header.
             proxy_headers=False,
             server_header=False,
+            # uvicorn times out only idle keep-alive connections: a head that never ends
+            # is closed by the protocol, a body that stops by the app (slow_clients.py).
+            http=head_timeout_protocol(settings.header_timeout_s),
         )
         self._server = _Server(config)
         self._serving = asyncio.create_task(self._server.serve(sockets=[listener]))

@@ -50,6 +50,20 @@ class BrokerSettings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request's head (request line and headers), "
+        "counted from connecting or from the first byte of a later request on the connection; "
+        "then the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall (no byte arriving) while the broker "
+        "reads it; then the answer is 408 and the connection is closed. Long-polls and "
+        "streamed answers are not limited: only the reading of the request is.",
+    )
     key_cache_s: float = Field(
         5.0, ge=0, description="Seconds an authenticated key is cached in memory."
     )
