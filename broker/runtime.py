@@ -26,3 +26,9 @@ class Broker:
     notifier: Notifier  # this process's pub/sub: wakes, ends, stream growth
     jobs: JobService  # a job's path on the submitter's side
     leases: LeaseService  # a job's path on the worker's side
+
+    def stop_waiting(self) -> None:
+        """Before the server stops: requests that wait (long-polls, event streams) answer
+        with what they have and end, rather than being cut when the server closes."""
+        self.notifier.stop_waiting()
+        self.leases.stop()

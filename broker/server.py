@@ -19,7 +19,7 @@ from typing import Self
 
 import uvicorn
 
-from .app import build_app
+from .app import BrokerApp, build_app
 from .clock import system_clock
 from .settings import BrokerSettings
 from .slow_clients import head_timeout_protocol
@@ -47,6 +47,7 @@ class BrokerServer:
         self._stack = contextlib.AsyncExitStack()
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._app: BrokerApp | None = None
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -63,8 +64,9 @@ class BrokerServer:
                 max_connections=settings.redis_max_connections,
             )
         )
+        self._app = build_app(settings, store=self.store)
         config = uvicorn.Config(
-            build_app(settings, store=self.store),
+            self._app,
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level.lower(),
@@ -106,6 +108,8 @@ class BrokerServer:
         tb: TracebackType | None,
     ) -> None:
         if self._server is not None and self._serving is not None:
+            assert self._app is not None
+            self._app.state.broker.stop_waiting()
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._serving

@@ -45,6 +45,8 @@ _FALLBACK_RECHECK_S = 1.0  # fallback polls take no wakes; they look again this 
 
 
 class LeaseService:
+    _stopping = False
+
     def __init__(
         self, settings: BrokerSettings, store: Store, notifier: Notifier, metrics: Metrics
     ) -> None:
@@ -52,6 +54,23 @@ class LeaseService:
         self._store = store
         self._notifier = notifier
         self._metrics = metrics
+        self._waiting: set[asyncio.Future[None]] = set()  # each waiting poll's client-gone
+
+    def stop(self) -> None:
+        """This process is stopping: every waiting poll ends now, as if its worker had
+        left (a job handed to it meanwhile goes back to the queue), and new ones get
+        nothing, so workers poll another broker or this one once it is back."""
+        self._stopping = True
+        for gone in self._waiting:
+            gone.cancel()
+
+    def _client_gone(self, disconnected: Callable[[], Awaitable[None]]) -> asyncio.Future[None]:
+        gone = asyncio.ensure_future(disconnected())
+        if self._stopping:
+            gone.cancel()
+        self._waiting.add(gone)
+        gone.add_done_callback(self._waiting.discard)
+        return gone
 
     async def poll(
         self,
@@ -64,7 +83,7 @@ class LeaseService:
         wait_s = min(body.wait_s, self._settings.poll_wait_max_s)
         if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
             # A full or unhealthy worker still long-polls, to keep its fleet entry fresh.
-            gone = asyncio.ensure_future(disconnected())
+            gone = self._client_gone(disconnected)
             try:
                 await self._wait_writing(deferred, wait_s, functools.partial(_wait_gone, gone))
             finally:
@@ -86,7 +105,7 @@ class LeaseService:
         deadline = time.monotonic() + wait_s
         min_wait_ms = round((body.fallback_after_s or 0) * 1000)
         fallback = min_wait_ms > 0
-        gone = asyncio.ensure_future(disconnected())
+        gone = self._client_gone(disconnected)
         polls = self._notifier.polls
         try:
             while True:

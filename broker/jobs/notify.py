@@ -127,6 +127,7 @@ class Notifier:
         self._woken_here: set[str] = set()
         self._queueing: dict[str, bool] = {}  # job id -> its wake's echo already came
         self._on_revoked = on_revoked
+        self.stopping = False  # set once, when this process stops serving
         self._subscriber = store.subscriber(self._on_message, self._on_subscribed)
 
     async def run(self) -> None:
@@ -190,6 +191,19 @@ class Notifier:
             if len(self._woken_here) >= _LOCAL_WAKES_MAX:  # echoes lost to a reconnect
                 self._woken_here.clear()
             self._woken_here.add(job_id)
+
+    def stop_waiting(self) -> None:
+        """This process is stopping: every request here that waits (for a job's end, a
+        batch's progress, a stream's next event) is woken to answer with what it has, so
+        it ends cleanly before the server closes its connection."""
+        self.stopping = True
+        for ends in self._ends.values():
+            for end in ends:
+                end.set()
+        for changed in (e for events in self._batches.values() for e in events):
+            changed.set()
+        for reader in (r for readers in self._streams.values() for r in readers):
+            reader.changed.set()
 
     def job_ended(self, job_id: str, job: Job | None = None) -> None:
         for end in self._ends.get(job_id, ()):

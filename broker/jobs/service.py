@@ -265,6 +265,8 @@ class JobService:
                 if first and position is not None and await self._ended_before(job_id, position):
                     return  # resumed after its last event
                 first = False
+                if self._notifier.stopping:  # the client resumes elsewhere (Last-Event-ID)
+                    return
                 reader.changed.clear()
                 if reader.stale or reader.has_pushed:
                     continue
@@ -346,7 +348,7 @@ class JobService:
                     return batch
                 batch = found[1]
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or _batch_answers(batch, after_done):
+                if remaining <= 0 or _batch_answers(batch, after_done) or self._notifier.stopping:
                     return batch
                 # Re-read now and then in case a pub/sub message went missing.
                 with contextlib.suppress(TimeoutError):
