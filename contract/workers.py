@@ -77,7 +77,10 @@ class PollRequest(In):
     health: Health = Field(default_factory=Health)
     gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
     fallback_after_s: float | None = Field(
-        None, ge=0, description="Take only jobs that waited this long (a fallback worker)."
+        None,
+        ge=0,
+        le=86400,
+        description="Take only jobs that waited this long (a fallback worker).",
     )
 
     @model_validator(mode="after")
@@ -114,6 +117,7 @@ class LeaseReport(In):
     seq: int | None = Field(
         None,
         ge=1,
+        le=2**53,  # exact as a Lua number
         description="This report's number within the lease (1, 2, ...); a report whose "
         "number is not above the last one applied renews the lease and adds no text.",
     )

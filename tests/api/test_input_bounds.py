@@ -145,6 +145,7 @@ TOO_BIG_POLLS = [
     _poll(gpus=[{**GPU, "uuid": "u" * 129}]),
     _poll(gpus=[{**GPU, "throttle_reasons": ["t" * 65]}]),
     _poll(gpus=[{**GPU, "throttle_reasons": ["t"] * 65}]),
+    _poll(fallback_after_s=8.95e307),  # found by the fuzzer: was a 500 (float to int)
 ]
 
 
