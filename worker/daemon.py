@@ -42,6 +42,8 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
+_HAND_BACK_S = 10.0  # how long a stopping worker tries to hand its jobs back
+
 
 class Worker:
     def __init__(
@@ -181,7 +183,14 @@ class Worker:
             hurry.cancel()
             for runner in list(self.jobs.values()):
                 runner.hand_back()
-            await everything
+            # A hand-back only spares the broker waiting out the lease, so a broker that
+            # does not answer is not waited for long: the job comes back when it expires.
+            await asyncio.wait({everything}, timeout=_HAND_BACK_S)
+            if not everything.done():
+                logger.warning("worker.hand_back_abandoned", extra={"jobs": len(self._tasks)})
+                for task in list(self._tasks):
+                    task.cancel()
+                await everything
 
     # health
 

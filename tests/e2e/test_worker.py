@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 
 import httpx
 import pytest
@@ -249,3 +250,19 @@ def test_second_sigterm_hands_back_at_once(start_broker, start_fake, start_worke
     assert back["status"] == "queued"  # requeued at once, not after the lease ran out
     assert back["max_attempts"] == 2  # a handback uses no attempt
     fake_requests(slow.url, "aborted")  # and the backend request was dropped
+
+
+def test_sigterm_with_the_broker_gone_exits_after_a_bounded_hand_back(
+    start_broker, start_fake, start_worker
+) -> None:
+    broker = start_broker()
+    slow = start_fake("ollama", "--models", "m", "--tokens-per-s", "2")
+    rig = start_worker(broker.url, "ollama", slow.url, "--drain-grace", "1")
+    job_id = submit(broker.url, chat("m", WORDS))
+    first_delta(broker.url, job_id)
+    broker.stop(signal.SIGKILL)  # the hand-back can reach nobody
+    started = time.monotonic()
+    rig.process.send_signal(signal.SIGTERM)
+    assert rig.process.wait(timeout=30) == 0  # it tried for 10 s, then left
+    assert time.monotonic() - started < 20
+    assert "worker.hand_back_abandoned" in rig.log.read_text()
