@@ -7,7 +7,7 @@ import asyncio
 import logging
 import random
 
-from .store import Store, honour_cancellation
+from .store import STORE_DOWN, Store, honour_cancellation
 
 __all__ = ["run_finalizer"]
 
@@ -22,5 +22,6 @@ async def run_finalizer(store: Store, *, interval_s: float) -> None:
                 honour_cancellation()
                 await store.batches.finalize(batch_id)
             honour_cancellation()
-        except Exception:  # a Redis hiccup must not end the loop; the claim expires
-            logger.warning("finalizer.error", exc_info=True)
+        except Exception as exc:  # a Redis hiccup must not end the loop; the claim expires
+            down = isinstance(exc, STORE_DOWN)  # expected: one line, no traceback
+            logger.warning("finalizer.error", exc_info=not down, extra={"error": str(exc)})

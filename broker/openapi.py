@@ -24,7 +24,10 @@ _ERRORS = {
     401: "No key, or a wrong one",
     403: "The key's role may not do this",
     404: "No such resource (or not yours)",
+    408: "The request's head or body stopped arriving",
     413: "Body over the limit",
+    503: "Cannot serve now: no live worker serves the model, or the store is unreachable "
+    "(Retry-After)",
 }
 _REF = "#/components/schemas/{model}"
 

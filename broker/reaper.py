@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 
-from .store import Store, honour_cancellation
+from .store import STORE_DOWN, Store, honour_cancellation
 
 __all__ = ["run_reaper"]
 
@@ -25,5 +25,6 @@ async def run_reaper(store: Store, *, interval_s: float) -> None:
                 honour_cancellation()
                 if max(counts.requeued + counts.failed, counts.expired) < _BATCH:
                     break
-        except Exception:  # a Redis hiccup must not end the loop; the next pass retries
-            logger.warning("reaper.error", exc_info=True)
+        except Exception as exc:  # a Redis hiccup must not end the loop; the next pass retries
+            down = isinstance(exc, STORE_DOWN)  # expected: one line, no traceback
+            logger.warning("reaper.error", exc_info=not down, extra={"error": str(exc)})

@@ -37,9 +37,11 @@ from .errors import (
     BadRequest,
     MethodNotAllowed,
     PayloadTooLarge,
+    Unavailable,
     validation_error_response,
 )
 from .runtime import Broker
+from .store import STORE_DOWN
 
 __all__ = ["Call", "Endpoint", "HeaderDoc", "json_response", "routes"]
 
@@ -156,6 +158,12 @@ class EndpointApp:
             response = validation_error_response(exc.errors())
         except ClientDisconnect:
             return  # nobody to answer
+        except STORE_DOWN as exc:  # a moment without Redis is not a bug: no traceback
+            logger.warning("request.store_down", extra={"path": scope["path"], "error": str(exc)})
+            response = Unavailable(
+                "the broker's store cannot be reached; retry shortly",
+                headers={"Retry-After": "1"},
+            ).response()
         except Exception:  # the boundary of one request: log the cause, answer 500
             logger.exception("request.failed", extra={"path": scope["path"]})
             response = APIError("internal error in the broker").response()

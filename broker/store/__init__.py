@@ -25,10 +25,11 @@ from .files import FileStore
 from .fleet import FleetStore
 from .jobs import JobStore
 from .leases import LeaseStore
+from .outage import STORE_DOWN
 from .script_channel import ScriptChannel
 from .scripts import Scripts
 
-__all__ = ["Store", "honour_cancellation", "open_store"]
+__all__ = ["STORE_DOWN", "Store", "honour_cancellation", "open_store"]
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import keys
 from .cancellation import honour_cancellation
+from .outage import STORE_DOWN
 
 __all__ = ["OnMessage", "OnSubscribed", "Subscriber"]
 
@@ -52,9 +53,10 @@ class Subscriber:
                         self._dispatch(message)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # A broken connection: readers fall back on their own timeouts meanwhile.
-                logger.warning("pubsub.reconnect", exc_info=True)
+                down = isinstance(exc, STORE_DOWN)  # expected: one line, no traceback
+                logger.warning("pubsub.reconnect", exc_info=not down, extra={"error": str(exc)})
                 self.connected.clear()
                 self._on_subscribed(False)
                 await asyncio.sleep(0.5)
