@@ -12,10 +12,13 @@ public `pack_command` and `Reader`:
   they came). So concurrent calls share the connection, and scripts run in Redis in the
   order this process called them: a report written after a job's `submit.lua` always
   finds the job (`JobService.submit` relies on it).
-- A reply NOSCRIPT (a restarted or flushed Redis) means the script did not run: it is
-  loaded and called again. Nothing else is ever sent twice: when the connection is lost,
-  every call waiting for a reply fails with `ConnectionError` (its script may or may not
-  have run) and the next call connects anew.
+- Every script the channel knows (`register`) is loaded on each new connection before
+  any call is written to it, so a restarted Redis has them all before the first call and
+  the calls still run in order. A reply NOSCRIPT (a Redis flushed under a live
+  connection) means the script did not run: it is loaded and called again, which may put
+  it after calls made later. Nothing else is ever sent twice: when the connection is
+  lost, every call waiting for a reply fails with `ConnectionError` (its script may or may
+  not have run) and the next call connects anew.
 - The URL is read by redis-py's `parse_url`, so `redis://`, `rediss://` (TLS) and
   `unix://` URLs with a password, user and database mean what they mean to redis-py.
 
@@ -105,6 +108,11 @@ class ScriptChannel:
         self._queued: list[tuple[bytes, asyncio.Future[Any]]] = []  # while connecting
         self._connecting: asyncio.Task[None] | None = None
         self._closed = False
+        self._sources: dict[str, str] = {}  # sha -> script, loaded on each new connection
+
+    def register(self, sha: str, source: str) -> None:
+        """A script calls will name: it is loaded on each new connection first."""
+        self._sources[sha] = source
 
     def call(self, sha: str, source: str, args: list[Any]) -> Awaitable[Any]:
         """EVALSHA of the script `sha` (its text `source`) with `args` as ARGV: written
@@ -182,6 +190,11 @@ class ScriptChannel:
                     await link.write(hiredis.pack_command(auth))
                 if options.get("db"):
                     await link.write(hiredis.pack_command(("SELECT", options["db"])))
+                loads = [
+                    link.write(hiredis.pack_command(("SCRIPT", "LOAD", source)))
+                    for source in self._sources.values()
+                ]
+                await asyncio.gather(*loads)
         except (OSError, TimeoutError, ResponseError) as exc:
             raise ConnectionError(f"cannot open the script connection to Redis: {exc}") from exc
         return link

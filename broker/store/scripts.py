@@ -67,6 +67,8 @@ class Script:
         self._registered = redis.register_script(self.source)
         self.sha: str = self._registered.sha
         self._channel = channel
+        if channel is not None:
+            channel.register(self.sha, self.source)
 
     def __call__(self, *, args: list[Any], client: Any = None) -> Awaitable[Any]:
         if client is None and self._channel is not None:

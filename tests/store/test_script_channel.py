@@ -103,3 +103,32 @@ async def test_password_and_database_come_from_the_url(redis_url: str, redis) ->
     with pytest.raises(ConnectionError):
         await wrong.call(sha(APPEND), APPEND, ["x"])
     await wrong.aclose()
+
+
+async def test_a_new_connection_loads_every_script_first_so_calls_keep_their_order(
+    redis_url: str, redis
+) -> None:
+    other = APPEND + " -- another script"
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    async with TcpProxy(port) as proxy:
+        channel = ScriptChannel(f"redis://127.0.0.1:{proxy.port}/0")
+        channel.register(sha(APPEND), APPEND)
+        channel.register(sha(other), other)
+        try:
+            assert await channel.call(sha(APPEND), APPEND, ["start"]) == 1
+            proxy.cut()
+            await redis.script_flush()  # as after a Redis restart: no script is known
+            await redis.delete("log")
+            # Calls across both scripts, some written while the channel reconnects, some
+            # while replies come back; without the loading first, a call whose NOSCRIPT
+            # came back would be re-sent behind calls made after it.
+            pending = []
+            for i in range(200):
+                script = (APPEND, other)[i % 2]
+                pending.append(asyncio.ensure_future(channel.call(sha(script), script, [str(i)])))
+                if i >= 100:
+                    await asyncio.sleep(0)
+            await asyncio.gather(*pending)
+            assert await redis.lrange("log", 0, -1) == [str(i) for i in range(200)]
+        finally:
+            await channel.aclose()
