@@ -57,7 +57,7 @@ class Proxy:
     def heal(self) -> None:
         self._loop.call_soon_threadsafe(self._flowing.set)
 
-    def cut(self, down_s: float) -> None:
+    def cut(self, down_s: float = 0.0) -> None:
         """Closes every connection and refuses new ones for `down_s` seconds."""
 
         async def cut() -> None:

@@ -25,7 +25,8 @@ from garage.client.errors import error_for_status
 from tests.fakes import Outcome
 
 from ..conftest import Network
-from ..support import TcpProxy, eventually
+from ..netproxy import Proxy
+from ..support import eventually
 
 WORDS = "one two three four five six seven eight"
 IMAGE_URL_MESSAGE = [  # Ollama takes images only inline, so its adapter rejects a URL
@@ -71,22 +72,20 @@ async def test_resume_after_a_dropped_connection_loses_and_repeats_nothing(
 ) -> None:
     network.backend.configure(tokens_per_s=25)
     port = int(network.url.rsplit(":", 1)[1])
-    async with (
-        TcpProxy(port) as proxy,
-        AsyncClient(f"http://127.0.0.1:{proxy.port}", network.user_key) as client,
-    ):
-        handle = await client.submit("m", WORDS)
-        pieces: list[str] = []
-        ids: list[str] = []
-        async for event_id, event in client.events_with_ids(handle.id):
-            ids.append(event_id)
-            if event.type == "delta":
-                pieces.append(event.text)
-                if len(pieces) == 2:
-                    proxy.cut()  # the connection drops mid-stream
-        assert len(ids) == len(set(ids))  # nothing repeated
-        assert "".join(pieces) == f"echo: {WORDS}"  # nothing lost
-        assert len(pieces) > 2
+    with Proxy("127.0.0.1", port) as proxy:
+        async with AsyncClient(f"http://127.0.0.1:{proxy.port}", network.user_key) as client:
+            handle = await client.submit("m", WORDS)
+            pieces: list[str] = []
+            ids: list[str] = []
+            async for event_id, event in client.events_with_ids(handle.id):
+                ids.append(event_id)
+                if event.type == "delta":
+                    pieces.append(event.text)
+                    if len(pieces) == 2:
+                        proxy.cut()  # the connection drops mid-stream
+            assert len(ids) == len(set(ids))  # nothing repeated
+            assert "".join(pieces) == f"echo: {WORDS}"  # nothing lost
+            assert len(pieces) > 2
 
 
 async def test_run_submits_and_waits_in_one_call(network: Network) -> None:

@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError, ResponseError
 
 from garage.broker.store.script_channel import ScriptChannel
 
-from ..support import TcpProxy
+from ..netproxy import Proxy
 
 APPEND = "redis.call('RPUSH', 'log', ARGV[1]) return redis.call('LLEN', 'log')"
 FAIL = "return redis.error_reply('ERR on purpose')"
@@ -61,7 +61,7 @@ async def test_a_broken_connection_fails_waiting_calls_and_sends_nothing_again(
     redis_url: str, redis
 ) -> None:
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    async with TcpProxy(port) as proxy:
+    with Proxy("127.0.0.1", port) as proxy:
         channel = ScriptChannel(f"redis://127.0.0.1:{proxy.port}/0")
         try:
             assert await channel.call(sha(APPEND), APPEND, ["before"]) == 1
@@ -110,7 +110,7 @@ async def test_a_new_connection_loads_every_script_first_so_calls_keep_their_ord
 ) -> None:
     other = APPEND + " -- another script"
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    async with TcpProxy(port) as proxy:
+    with Proxy("127.0.0.1", port) as proxy:
         channel = ScriptChannel(f"redis://127.0.0.1:{proxy.port}/0")
         channel.register(sha(APPEND), APPEND)
         channel.register(sha(other), other)
