@@ -1,10 +1,10 @@
 """How the worker retries calls to a broker that is down: exponential backoff with jitter.
 
-Only "no answer" (connection refused, reset, timeout) and 5xx are retried; every other
-answer from the broker (409 lease lost, 404, 401) is final and goes to the caller. Every
-call the worker retries is safe to send again: polls lease nothing twice (a lease handed
-to a poll nobody reads runs out), reports are numbered, and a final report sent again is
-answered as taken.
+Only "no answer" (connection refused, reset, timeout) and 5xx (503 too: the broker's
+store is restarting, say) are retried; every other answer from the broker (409 lease
+lost, 404, 401) is final and goes to the caller. Every call the worker retries is safe to
+send again: polls lease nothing twice (a lease handed to a poll nobody reads runs out),
+reports are numbered, and a final report sent again is answered as taken.
 
 `call_broker` makes the first try itself and builds tenacity's machinery only once a try
 failed: a job's calls then cost no retry bookkeeping while the broker answers.
@@ -24,12 +24,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from garage.client import BrokerUnreachable, ServerError
+from garage.client import BrokerUnreachable, ServerError, Unavailable
 
 __all__ = ["call_broker"]
 
 T = TypeVar("T")
-_RETRIED = (BrokerUnreachable, ServerError)
+_RETRIED = (BrokerUnreachable, ServerError, Unavailable)
 
 logger = logging.getLogger(__name__)
 

@@ -100,3 +100,20 @@ async def test_bad_query_and_headers(http: httpx.AsyncClient, user) -> None:
     assert (await http.get("/v1/jobs?status=weird", headers=user)).status_code == 400
     assert (await http.get(f"/v1/jobs/{job['id']}?wait_s=-1", headers=user)).status_code == 400
     assert (await http.get("/v1/jobs/bad%20id", headers=user)).status_code == 400
+
+
+async def test_bytes_that_are_not_utf8_are_400(http: httpx.AsyncClient, user, redis) -> None:
+    before = await snapshot(redis)
+    body = b'{"model": "m\xff\xfe", "request": {"messages": []}}'
+    for path in ("/v1/jobs", "/v1/chat/completions", "/v1/batches"):
+        reply = await http.post(path, content=body, headers={**user, **JSON})
+        assert reply.status_code == 400, path
+        assert "not valid JSON" in reply.json()["error"]["message"]
+    upload = await http.post(
+        "/v1/files",
+        files={"file": ("in.jsonl", b'{"custom_id": "\xff"}\n')},
+        data={"purpose": "batch"},
+        headers=user,
+    )
+    assert upload.status_code == 400 and "not UTF-8" in upload.json()["error"]["message"]
+    assert await snapshot(redis) == before

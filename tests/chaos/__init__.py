@@ -1,7 +1,7 @@
 """Chaos suite: a batch across several worker processes while workers, a broker replica and
 Redis are killed and restarted at random; afterwards every job has exactly one result.
 
-The quick profile (400 requests, about 45 s) runs with the rest of the tests. The large
+The quick profile (240 requests, under a minute) runs with the rest of the tests. The large
 one is the same test with more requests, by hand:
 
     GARAGE_CHAOS_JOBS=5000 .venv/bin/pytest tests/chaos -p no:cacheprovider -s

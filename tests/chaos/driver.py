@@ -39,11 +39,11 @@ class Profile:
 
     @classmethod
     def from_env(cls) -> Profile:
-        jobs = int(os.environ.get("GARAGE_CHAOS_JOBS", "400"))
+        jobs = int(os.environ.get("GARAGE_CHAOS_JOBS", "240"))
         report = os.environ.get("GARAGE_CHAOS_REPORT")
         return cls(
             jobs=jobs,
-            streamed=max(12, min(150, jobs // 40)),
+            streamed=max(8, min(150, jobs // 40)),
             seed=int(os.environ.get("GARAGE_CHAOS_SEED", "16")),
             report=Path(report) if report else None,
         )

@@ -19,7 +19,8 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 
 from ..conftest import ADMIN_KEY, LiveBroker
 
-EXAMPLES = int(os.environ.get("GARAGE_FUZZ_EXAMPLES", "4"))
+EXAMPLES = int(os.environ.get("GARAGE_FUZZ_EXAMPLES", "3"))
+pytestmark = pytest.mark.timeout(120 + 12 * EXAMPLES)  # the large profile takes a while
 _WAIT_MAX_S = 0.2  # long-polls the fuzzer asks for are cut to this, or every case waits
 
 
