@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 import uuid
@@ -119,22 +120,26 @@ class AsyncClient:
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait_s > 0:
             headers["Prefer"] = f"wait={wait_s:g}"
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(BrokerUnreachable),
-            stop=stop_after_attempt(_SUBMIT_TRIES),
-            wait=wait_random_exponential(multiplier=0.2, max=2.0),
-            reraise=True,
-        ):
-            with attempt:
-                job = await self._http.call(
-                    "POST",
-                    "/v1/jobs",
-                    Job,
-                    body=spec,
-                    exclude_none=True,
-                    headers=headers,
-                    timeout_s=wait_s + 30 if wait_s > 0 else None,
-                )
+        send = functools.partial(
+            self._http.call,
+            "POST",
+            "/v1/jobs",
+            Job,
+            body=spec,
+            exclude_none=True,
+            headers=headers,
+            timeout_s=wait_s + 30 if wait_s > 0 else None,
+        )
+        try:  # tenacity's machinery (tens of µs) only once a send has failed
+            job = await send()
+        except BrokerUnreachable:
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(BrokerUnreachable),
+                stop=stop_after_attempt(_SUBMIT_TRIES - 1),
+                wait=wait_random_exponential(multiplier=0.2, max=2.0),
+                reraise=True,
+            )
+            job = await retrying(send)
         return AsyncJobHandle(self, job)
 
     async def run(
