@@ -55,7 +55,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     auth = Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s)
     notifier = Notifier(store, on_revoked=auth.forget)
-    metrics = Metrics()
+    metrics = Metrics(clock)
     broker = Broker(
         settings=settings,
         store=store,
@@ -63,8 +63,8 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
         auth=auth,
         metrics=metrics,
         notifier=notifier,
-        jobs=JobService(settings, store, notifier, metrics, clock),
-        leases=LeaseService(settings, store, notifier, metrics),
+        jobs=JobService(settings, store, notifier, clock),
+        leases=LeaseService(settings, store, notifier),
     )
     # The routes every job crosses come first: Starlette tries them in order.
     endpoints: list[Endpoint] = [

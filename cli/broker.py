@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ._common import run_loop
+from .logs import configure_logging, log_options
 
 __all__ = ["broker"]
 
@@ -64,14 +65,8 @@ def broker() -> None:
     show_default=True,
     help="Seconds finished jobs and their events are kept.",
 )
-@click.option(
-    "--log-level",
-    envvar="GARAGE_BROKER_LOG_LEVEL",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
-def run(**options: Any) -> None:
+@log_options("GARAGE_BROKER_LOG_LEVEL")
+def run(log_format: str, **options: Any) -> None:
     """Serve the broker. GARAGE_ADMIN_KEY, if set, is accepted as an admin key.
 
     \b
@@ -86,9 +81,7 @@ def run(**options: Any) -> None:
         raise click.ClickException(
             f"the broker needs the broker extra: pip install 'garage-ai[broker]' ({exc})"
         ) from exc
-    from .logs import configure_logging
-
-    configure_logging(options["log_level"])
+    configure_logging(options["log_level"], log_format)
     settings = BrokerSettings(**options)
 
     def announce(url: str) -> None:

@@ -11,6 +11,7 @@ from garage.contract import (
     PollReply,
     PollRequest,
     ReportReply,
+    WorkerState,
 )
 
 from ._http import Requester
@@ -33,6 +34,10 @@ class WorkerAPI:
         return await self._http.call(
             "POST", "/v1/worker/poll", PollReply, body=request, timeout_s=request.wait_s + 30
         )
+
+    async def heartbeat(self, state: WorkerState) -> None:
+        content = state.model_dump_json().encode()
+        await self._http.request("POST", "/v1/worker/heartbeat", content=content)
 
     async def report(self, job_id: str, report: LeaseReport) -> ReportReply:
         return await self._post(job_id, "report", report)

@@ -60,15 +60,19 @@ from .workers import (
     CompleteReport,
     FailReport,
     GpuInfo,
+    GpuLimits,
     Health,
     HealthState,
     Lease,
     LeaseReport,
     PollReply,
     PollRequest,
+    QueueInfo,
+    QueueList,
     ReportReply,
     WorkerInfo,
     WorkerList,
+    WorkerState,
 )
 
 try:
@@ -106,6 +110,7 @@ __all__ = [
     "FileList",
     "FileObject",
     "GpuInfo",
+    "GpuLimits",
     "Health",
     "HealthState",
     "InferenceRequest",
@@ -130,6 +135,8 @@ __all__ = [
     "ModelList",
     "PollReply",
     "PollRequest",
+    "QueueInfo",
+    "QueueList",
     "ReportReply",
     "RestartEvent",
     "Role",
@@ -139,5 +146,6 @@ __all__ = [
     "Usage",
     "WorkerInfo",
     "WorkerList",
+    "WorkerState",
     "job_event_adapter",
 ]

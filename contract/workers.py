@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -16,15 +16,19 @@ __all__ = [
     "CompleteReport",
     "FailReport",
     "GpuInfo",
+    "GpuLimits",
     "Health",
     "HealthState",
     "Lease",
     "LeaseReport",
     "PollReply",
     "PollRequest",
+    "QueueInfo",
+    "QueueList",
     "ReportReply",
     "WorkerInfo",
     "WorkerList",
+    "WorkerState",
 ]
 
 
@@ -63,19 +67,29 @@ class Health(Out):
     reasons: list[_Reason] = Field(default_factory=list, max_length=1024)
 
 
-class PollRequest(In):
-    """A worker asking for work; it also refreshes the worker's entry in the fleet view."""
+class GpuLimits(Out):
+    """Where the worker judges a GPU hot or full (its GPU thresholds), so that a dashboard
+    can draw them; None where the worker has no such threshold."""
+
+    temp_warn_c: float | None = None
+    temp_critical_c: float | None = None
+    memory_warn_pct: float | None = None
+
+
+class WorkerState(In):
+    """A worker's entry in the fleet view: what it serves, its load and its health. Every
+    poll carries it; a heartbeat sends it alone when health changes during a parked poll."""
 
     worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
     name: str = Field("", max_length=128)
     models: list[_Model] = Field(max_length=MAX_POLL_MODELS)
     slots_free: int = Field(ge=0, le=1024, description="Jobs the worker can take now.")
     slots_total: int = Field(1, ge=1, le=1024)
-    wait_s: float = Field(25.0, ge=0, le=60, description="Longest the poll may park.")
     backend: str = Field("", max_length=64)
     version: str = Field("", max_length=64)
     health: Health = Field(default_factory=Health)
     gpus: list[GpuInfo] = Field(default_factory=list, max_length=64)
+    gpu_limits: GpuLimits | None = None
     fallback_after_s: float | None = Field(
         None,
         ge=0,
@@ -84,10 +98,16 @@ class PollRequest(In):
     )
 
     @model_validator(mode="after")
-    def _free_within_total(self) -> PollRequest:
+    def _free_within_total(self) -> Self:
         if self.slots_free > self.slots_total:
             raise ValueError("slots_free cannot exceed slots_total")
         return self
+
+
+class PollRequest(WorkerState):
+    """A worker asking for work; it also refreshes the worker's entry in the fleet view."""
+
+    wait_s: float = Field(25.0, ge=0, le=60, description="Longest the poll may park.")
 
 
 class Lease(Out):
@@ -156,6 +176,7 @@ class WorkerInfo(Out):
     version: str = ""
     health: Health = Field(default_factory=Health)
     gpus: list[GpuInfo] = Field(default_factory=list)
+    gpu_limits: GpuLimits | None = None
     fallback_after_s: float | None = None
     last_seen_at: datetime
     running: int = 0
@@ -164,3 +185,18 @@ class WorkerInfo(Out):
 class WorkerList(Out):
     object: str = "list"
     data: list[WorkerInfo]
+
+
+class QueueInfo(Out):
+    """One queue that holds jobs: a model's interactive or batch lane."""
+
+    model: str
+    lane: Lane
+    depth: int = Field(description="Jobs waiting.")
+    oldest_at: datetime = Field(description="When the oldest waiting job was submitted.")
+    oldest_age_s: float = Field(description="How long the oldest waiting job has waited.")
+
+
+class QueueList(Out):
+    object: str = "list"
+    data: list[QueueInfo]

@@ -18,16 +18,19 @@ import functools
 import logging
 import secrets
 import time
+from typing import Any
 
 from garage.client import WorkerAPI
 from garage.contract import (
     MAX_MODEL_NAME,
     MAX_POLL_MODELS,
     GpuInfo,
+    GpuLimits,
     Health,
     HealthState,
     Lease,
     PollRequest,
+    WorkerState,
     __version__,
 )
 
@@ -65,6 +68,12 @@ class Worker:
         self.jobs: dict[str, JobRunner] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()  # a slot freed, health changed, or drain began
+        limits = settings.gpu
+        self._gpu_limits = GpuLimits(
+            temp_warn_c=limits.temp_warn_c,
+            temp_critical_c=limits.temp_critical_c,
+            memory_warn_pct=limits.memory_warn_pct,
+        )
         self._check_now = asyncio.Event()
         self._draining = asyncio.Event()
         self._hand_back_now = asyncio.Event()
@@ -108,18 +117,32 @@ class Worker:
 
     def _poll_request(self, free: int) -> PollRequest:
         return PollRequest(
+            **self._state_fields(free),
+            wait_s=self.settings.poll_wait_s if free else self.settings.health_interval_s,
+        )
+
+    def _state_fields(self, free: int) -> dict[str, Any]:
+        return dict(
             worker_id=self.worker_id,
             name=self.settings.name,
             models=self.models,
             slots_free=free,
             slots_total=self.settings.slots,
-            wait_s=self.settings.poll_wait_s if free else self.settings.health_interval_s,
             backend=self.settings.backend,
             version=__version__,
             health=self.health,
             gpus=self.gpus,
+            gpu_limits=self._gpu_limits,
             fallback_after_s=self.settings.fallback_after_s,
         )
+
+    async def _heartbeat(self) -> None:
+        """Tells the broker of a health change now; the parked poll told it the old one."""
+        free = self.settings.slots - len(self.jobs) if self.pulling else 0
+        try:
+            await self._api.heartbeat(WorkerState(**self._state_fields(free)))
+        except Exception as exc:  # the next poll carries the same news
+            logger.info("worker.heartbeat_failed", extra={"error": str(exc)})
 
     async def _poll_once(self) -> list[Lease]:
         free = self.settings.slots - len(self.jobs) if self.pulling else 0
@@ -229,16 +252,17 @@ class Worker:
                     errors=self._gpu.errors,
                 )
             )
-        health = combine(parts)
-        if health.state is not self.health.state or health.reasons != self.health.reasons:
+        health, before = combine(parts), self.health
+        self.health = health
+        if health.state is not before.state or health.reasons != before.reasons:
             log = logger.warning if health.state is not HealthState.ok else logger.info
             log(
                 "worker.health",
                 extra={"state": health.state.value, "reasons": "; ".join(health.reasons)},
             )
-            if health.state is not self.health.state:
+            if health.state is not before.state:
                 self._changed.set()
-        self.health = health
+            await self._heartbeat()
 
     async def _read_models(self) -> None:
         try:

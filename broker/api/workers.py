@@ -14,11 +14,15 @@ from garage.contract import (
     LeaseReport,
     PollReply,
     PollRequest,
+    QueueInfo,
+    QueueList,
     ReportReply,
     Role,
     WorkerList,
+    WorkerState,
 )
 
+from ..clock import from_ms
 from ..errors import LeaseLost, NotFound
 from ..jobs.leasing import ReportOutcome
 from ..routing import Call, Endpoint, json_response
@@ -62,9 +66,32 @@ async def fail(call: Call[FailReport, None]) -> Response:
     return _reply(await call.broker.leases.fail(call.caller, job_id, call.body), job_id)
 
 
+async def heartbeat(call: Call[WorkerState, None]) -> Response:
+    """Updates the worker's fleet entry without asking for work: its health changed while
+    its poll was parked."""
+    await call.broker.leases.heartbeat(call.caller, call.body)
+    return Response(status_code=204)
+
+
 async def list_workers(call: Call[None, None]) -> Response:
     """Live workers with their models, free slots and GPU health."""
     return json_response(WorkerList(data=await call.broker.store.fleet.live()))
+
+
+async def list_queues(call: Call[None, None]) -> Response:
+    """Every queue that holds jobs, with its depth and the age of its oldest job."""
+    now_ms = call.broker.clock()
+    queues = [
+        QueueInfo(
+            model=q.model,
+            lane=q.lane,
+            depth=q.depth,
+            oldest_at=from_ms(q.oldest_ms),
+            oldest_age_s=max(now_ms - q.oldest_ms, 0) / 1000,
+        )
+        for q in await call.broker.store.jobs.queues()
+    ]
+    return json_response(QueueList(data=queues))
 
 
 _TAGS = ("workers",)
@@ -78,6 +105,11 @@ endpoints = [
              Role.worker, body=CompleteReport, reply=ReportReply),
     Endpoint("POST", "/v1/worker/jobs/{job_id}/fail", fail, "Fail a job", _TAGS, Role.worker,
              body=FailReport, reply=ReportReply),
+    Endpoint("POST", "/v1/worker/heartbeat", heartbeat,
+             "Report health and GPUs without asking for work", _TAGS, Role.worker,
+             body=WorkerState, status_code=204),
+    Endpoint("GET", "/v1/queues", list_queues, "Queued work per model and lane", _TAGS,
+             Role.user, reply=QueueList),
     Endpoint("GET", "/v1/workers", list_workers, "The live fleet with its GPU health", _TAGS,
              Role.user, reply=WorkerList),
 ]  # fmt: skip

@@ -28,10 +28,10 @@ from garage.contract import (
     LeaseReport,
     PollRequest,
     WorkerInfo,
+    WorkerState,
 )
 
 from ..auth import Principal
-from ..metrics import Metrics
 from ..settings import BrokerSettings
 from ..store import Store
 from ..store.fleet import DeferredPoll
@@ -47,13 +47,10 @@ _FALLBACK_RECHECK_S = 1.0  # fallback polls take no wakes; they look again this 
 class LeaseService:
     _stopping = False
 
-    def __init__(
-        self, settings: BrokerSettings, store: Store, notifier: Notifier, metrics: Metrics
-    ) -> None:
+    def __init__(self, settings: BrokerSettings, store: Store, notifier: Notifier) -> None:
         self._settings = settings
         self._store = store
         self._notifier = notifier
-        self._metrics = metrics
         self._waiting: set[asyncio.Future[None]] = set()  # each waiting poll's client-gone
 
     def stop(self) -> None:
@@ -89,10 +86,11 @@ class LeaseService:
             finally:
                 gone.cancel()
             return []
-        leases = await self._claim_or_park(caller, body, wait_s, disconnected, deferred)
-        for lease in leases:
-            self._metrics.leased.labels(lease.model).inc()
-        return leases
+        return await self._claim_or_park(caller, body, wait_s, disconnected, deferred)
+
+    async def heartbeat(self, caller: Principal, body: WorkerState) -> None:
+        """Writes the worker's fleet entry now: its health changed while a poll parked."""
+        await self._store.fleet.record_poll(_worker_info(body, caller), defer=False)
 
     async def _claim_or_park(
         self,
@@ -190,10 +188,9 @@ class LeaseService:
 
     async def report(self, caller: Principal, job_id: str, body: LeaseReport) -> ReportOutcome:
         """Streamed text and/or a heartbeat; renews the lease."""
-        outcome = await self._store.leases.report(
+        return await self._store.leases.report(
             job_id, token=body.lease_token, lease_owner=caller.id, text=body.text, seq=body.seq
         )
-        return self._counted(outcome)
 
     async def complete(self, caller: Principal, job_id: str, body: CompleteReport) -> ReportOutcome:
         """The result, under the job's lease; exactly one result is accepted."""
@@ -214,12 +211,11 @@ class LeaseService:
         )
         if outcome is ReportOutcome.ok:
             notifier.job_ended(job_id, job)
-            self._metrics.finished.labels("succeeded").inc()
             if waited_for:
                 # One turn of the loop, so the waiting requests answer before this one: the
                 # result reaches its caller first, the worker's acknowledgement after.
                 await asyncio.sleep(0)
-        return self._counted(outcome)
+        return outcome
 
     async def fail(self, caller: Principal, job_id: str, body: FailReport) -> ReportOutcome:
         """A failure under the job's lease: retried while attempts are left and it may be."""
@@ -234,13 +230,6 @@ class LeaseService:
         )
         if outcome is ReportOutcome.failed:
             self._notifier.job_ended(job_id)
-        if outcome in (ReportOutcome.requeued, ReportOutcome.failed):
-            self._metrics.finished.labels(outcome.value).inc()
-        return self._counted(outcome)
-
-    def _counted(self, outcome: ReportOutcome) -> ReportOutcome:
-        if outcome is ReportOutcome.stale:
-            self._metrics.stale.inc()
         return outcome
 
 
@@ -274,7 +263,7 @@ async def _wait_gone(gone: asyncio.Future[None], timeout_s: float) -> bool:
     return gone.done()
 
 
-def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:
+def _worker_info(body: WorkerState, caller: Principal) -> WorkerInfo:
     return WorkerInfo(
         worker_id=body.worker_id,
         name=body.name or body.worker_id,
@@ -286,6 +275,7 @@ def _worker_info(body: PollRequest, caller: Principal) -> WorkerInfo:
         version=body.version,
         health=body.health,
         gpus=body.gpus,
+        gpu_limits=body.gpu_limits,
         fallback_after_s=body.fallback_after_s,
         last_seen_at=datetime.now(UTC),
         running=max(body.slots_total - body.slots_free, 0),

@@ -35,7 +35,6 @@ from garage.contract import (
 from ..auth import Principal
 from ..clock import Clock
 from ..errors import Conflict, NotFound, Unavailable
-from ..metrics import Metrics
 from ..settings import BrokerSettings
 from ..store import Store
 from ..store.events import StoredEvent
@@ -57,13 +56,11 @@ class JobService:
         settings: BrokerSettings,
         store: Store,
         notifier: Notifier,
-        metrics: Metrics,
         clock: Clock,
     ) -> None:
         self._settings = settings
         self._store = store
         self._notifier = notifier
-        self._metrics = metrics
         self._clock = clock
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -129,8 +126,6 @@ class JobService:
                     else:
                         polls.release(poll)
             submitted = outcome
-        if submitted.created:
-            self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
         return submitted
 
     async def _admit(self, spec: JobCreate) -> None:
@@ -313,10 +308,7 @@ class JobService:
     ) -> Batch:
         """Records a batch and queues its jobs (already checked) in the batch lane, all at
         once: a broker that dies on the way leaves no part of it."""
-        batch = await self._store.batches.create(owner, create, specs)
-        for spec in specs:
-            self._metrics.submitted.labels(spec.model, spec.lane.value).inc()
-        return batch
+        return await self._store.batches.create(owner, create, specs)
 
     async def explained(self, batches: Sequence[Batch]) -> list[Batch]:
         """The batches with `waiting_reason` set on each in progress that waits for a

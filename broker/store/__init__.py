@@ -28,6 +28,7 @@ from .leases import LeaseStore
 from .outage import STORE_DOWN
 from .script_channel import ScriptChannel
 from .scripts import Scripts
+from .stats import StatsStore
 
 __all__ = ["STORE_DOWN", "Store", "honour_cancellation", "open_store"]
 
@@ -44,6 +45,7 @@ class Store:
     apikeys: ApiKeyStore
     files: FileStore
     batches: BatchStore
+    stats: StatsStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
 
@@ -73,6 +75,7 @@ class Store:
             apikeys=ApiKeyStore(redis, clock),
             files=files,
             batches=BatchStore(redis, scripts, clock, files, retention_ms=retention_ms),
+            stats=StatsStore(redis),
             kind=kind,
             channel=channel,
         )

@@ -8,6 +8,7 @@ local j = redis.call('HMGET', job_key(id), 'status', 'model', 'lane', 'attempt')
 if not j[1] then return 'gone' end
 if j[1] ~= 'queued' and j[1] ~= 'running' then return j[1] end
 if j[1] == 'queued' then redis.call('ZREM', queue_key(j[2], j[3]), id) end
+count('cancelled', j[1] .. SEP .. j[3] .. SEP .. stat_model(j[2]))
 emit_error(id, 'cancelled', tonumber(j[4]), ARGV[4])
 finish(id, 'cancelled', now_ms, tonumber(ARGV[3]), {'error', ARGV[4]}, ARGV[5])
 return 'cancelled'

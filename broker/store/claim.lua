@@ -50,6 +50,10 @@ for _, lane in ipairs({'interactive', 'batch'}) do
       elseif j[9] ~= '' and tonumber(j[9]) < now_ms then
         fail_job(best, attempt, now_ms, retention_ms, DEADLINE_ERROR)
       else
+        if attempt == 0 then
+          observe('queue_wait', j[7] .. SEP .. stat_model(j[5]),
+            (now_ms - tonumber(j[2])) / 1000)
+        end
         attempt = attempt + 1
         taken = taken + 1
         local token = ARGV[first_token + taken - 1]

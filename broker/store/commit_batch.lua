@@ -60,6 +60,7 @@ for _, queue in ipairs(redis.call('SMEMBERS', staged_queues)) do
   local staged = staged_prefix .. queue
   local moved = copy_sorted(staged, {queue_key(model, lane), owner_jobs, all_jobs})
   per_model[model] = (per_model[model] or 0) + moved
+  count('submitted', lane .. SEP .. stat_model(model), moved)
   staged_keys[#staged_keys + 1] = staged
 end
 copy_sorted(staged_deadlines, {START_DEADLINES})

@@ -9,7 +9,7 @@
 -- fields as HGETALL lists them}.
 local id, now_ms, result, usage = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'started_ms',
-  'created_ms'})
+  'created_ms', 'model', 'lane'})
 if reply == 'ended' and j[1] == 'succeeded' then return 'repeated' end  -- sent again
 if reply then return reply end
 local attempt = tonumber(j[4])
@@ -25,7 +25,23 @@ if timings.first_token_ms == nil and j[6] ~= '' then
   timings.first_token_ms = tonumber(j[6]) - started
 end
 local timings_json = cjson.encode(timings)
-if usage == '' then usage = 'null' end
+local model = stat_model(j[9])
+if j[6] == '' and ARGV[8] ~= '' then
+  observe('first_token', j[10] .. SEP .. model, (now_ms - created) / 1000)
+end
+if usage == '' then
+  usage = 'null'
+else
+  local u = cjson.decode(usage)
+  local prompt, completion = tonumber(u.prompt_tokens), tonumber(u.completion_tokens)
+  if prompt and prompt >= 1 then count('prompt_tokens', model, math.floor(prompt)) end
+  if completion and completion >= 1 then
+    count('completion_tokens', model, math.floor(completion))
+    if now_ms > started then
+      observe('tokens_per_second', model, completion / ((now_ms - started) / 1000))
+    end
+  end
+end
 
 emit(id, '{"type":"done","attempt":' .. attempt .. ',"result":' .. result ..
   ',"usage":' .. usage .. '}')

@@ -14,12 +14,12 @@ if reply then return reply end
 local attempt, max_attempts = tonumber(j[4]), tonumber(j[6])
 if ARGV[7] == '1' then
   redis.call('HSET', job_key(id), 'max_attempts', max_attempts + 1)
-  requeue(id, ARGV[9])
+  requeue(id, ARGV[9], 'handed_back')
   return 'requeued'
 end
 if ARGV[6] == '1' and attempt < max_attempts and not past_deadline(j, now_ms) then
   redis.call('HSET', job_key(id), 'last_error', ARGV[5])
-  requeue(id, ARGV[9])
+  requeue(id, ARGV[9], 'retryable_error')
   return 'requeued'
 end
 fail_job(id, attempt, now_ms, tonumber(ARGV[8]), ARGV[5], ARGV[10])

@@ -31,6 +31,7 @@ def _same_but_load(a: WorkerInfo, b: WorkerInfo) -> bool:
         a.models == b.models
         and a.health == b.health
         and a.gpus == b.gpus
+        and a.gpu_limits == b.gpu_limits
         and a.slots_total == b.slots_total
         and a.name == b.name
         and a.owner == b.owner
@@ -59,14 +60,20 @@ class FleetStore:
         self._written: dict[str, tuple[float, WorkerInfo]] = {}  # worker id -> last write
         self._deferred: dict[str, DeferredPoll] = {}  # worker id -> its latest deferred poll
 
-    async def record_poll(self, info: WorkerInfo) -> DeferredPoll | None:
-        """Writes the worker's entry, or defers a poll that changes only its free slots
-        within `refresh_s` of the last write; a deferred poll is for `write_deferred`."""
+    async def record_poll(self, info: WorkerInfo, *, defer: bool = True) -> DeferredPoll | None:
+        """Writes the worker's entry, or (with `defer`) defers a poll that changes only its
+        free slots within `refresh_s` of the last write; a deferred poll is for
+        `write_deferred`."""
         if not set(info.models) <= self._served[1].keys():
             self._served = (float("-inf"), {})  # a model nobody served here until now
         now = time.monotonic()
         last = self._written.get(info.worker_id)
-        if last is not None and now - last[0] < self._refresh_s and _same_but_load(last[1], info):
+        if (
+            defer
+            and last is not None
+            and now - last[0] < self._refresh_s
+            and _same_but_load(last[1], info)
+        ):
             deferred = DeferredPoll(info, self._clock(), last[0] + self._refresh_s)
             self._deferred[info.worker_id] = deferred
             return deferred

@@ -21,6 +21,7 @@ __all__ = [
     "JobStore",
     "LeaseTarget",
     "PendingSubmit",
+    "QueueState",
     "Submitted",
     "new_job_id",
     "staged_job_args",
@@ -32,6 +33,18 @@ logger = logging.getLogger(__name__)
 _CANCEL_ERROR = JobError(
     message="the job was cancelled", type=JobErrorType.cancelled, code=ErrorCode.cancelled
 ).model_dump_json()
+
+
+# lib.lua's REQUEUE_SHIFT: a requeued job scores its creation time (ms) minus this.
+_REQUEUE_SHIFT = 1e15
+
+
+@dataclass(frozen=True)
+class QueueState:
+    model: str
+    lane: str
+    depth: int
+    oldest_ms: int  # when the oldest job in the queue was submitted
 
 
 @dataclass(frozen=True)
@@ -236,13 +249,29 @@ class JobStore:
         fields = await self._redis.hgetall(keys.job(job_id))
         return job_from_hash(fields) if fields else None
 
-    async def queue_depths(self) -> dict[tuple[str, str], int]:
-        """Queued jobs per (model, lane), from every queue that holds any."""
-        depths: dict[tuple[str, str], int] = {}
+    async def queues(self) -> list[QueueState]:
+        """Every queue that holds jobs: its depth and when its oldest job was submitted."""
+        found: list[tuple[str, str, str]] = []
         async for key in self._redis.scan_iter(match=keys.QUEUE_PREFIX + "*", count=500):
             model, _, lane = key.removeprefix(keys.QUEUE_PREFIX).rpartition(":")
-            depths[(model, lane)] = await self._redis.zcard(key)
-        return depths
+            found.append((key, model, lane))
+        if not found:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _, _ in found:
+                pipe.zcard(key)
+                pipe.zrange(key, 0, 0, withscores=True)  # a requeued job, if any, else the oldest
+                pipe.zrangebyscore(key, 0, "+inf", start=0, num=1, withscores=True)
+            replies = await pipe.execute()
+        queues = []
+        for i, (_, model, lane) in enumerate(found):
+            depth, head, oldest_fresh = replies[3 * i : 3 * i + 3]
+            if not depth:
+                continue
+            submitted = [score + _REQUEUE_SHIFT if score < 0 else score for _, score in head]
+            submitted += [score for _, score in oldest_fresh]
+            queues.append(QueueState(model, lane, depth, int(min(submitted))))
+        return sorted(queues, key=lambda q: (q.model, q.lane))
 
     async def watch(self, job_id: str, process_id: str) -> JobStatus | None:
         """Marks the job as waited for by broker process `process_id` (so its end is

@@ -20,6 +20,8 @@ __all__ = [
     "QUEUE_PREFIX",
     "REVOKED_CHANNEL",
     "START_DEADLINES",
+    "STATS",
+    "STATS_MODELS",
     "WAKE_CHANNEL",
     "WORKERS",
     "api_key",
@@ -51,6 +53,8 @@ LEASES = ROOT + "leases"  # ZSET running job id -> lease expiry (ms)
 START_DEADLINES = ROOT + "start-deadlines"  # ZSET queued job id -> start deadline (ms)
 ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
+STATS = ROOT + "stats"  # HASH of fleet-wide counters and histogram buckets (stats.py)
+STATS_MODELS = ROOT + "stats:models"  # SET of the model names that have their own series
 BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts
 BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)try (ms)
 # PUBLISH "<model> <job id>" when a job becomes claimable, "<model> *<n>" when n jobs do

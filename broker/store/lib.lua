@@ -64,6 +64,44 @@ local function wake_many(model, n)
   redis.call('PUBLISH', WAKE_CHANNEL, model .. ' *' .. n)
 end
 
+-- Fleet-wide statistics (stats.py reads them for /metrics): one hash whose fields are
+-- "<family>\31<labels...>\31<model>"; a histogram has its bucket index (or 'sum') first.
+local STATS = '__STATS__'
+local SEP = '\31'
+local BUCKETS = {
+  queue_wait = __BUCKETS_QUEUE_WAIT__,
+  first_token = __BUCKETS_FIRST_TOKEN__,
+  duration = __BUCKETS_DURATION__,
+  tokens_per_second = __BUCKETS_TOKENS_PER_SECOND__,
+}
+
+-- The model's name as the statistics label it: the first few hundred names seen get their
+-- own series, later ones share one, so made-up model names cannot grow the hash forever.
+local function stat_model(model)
+  if redis.call('SISMEMBER', '__STATS_MODELS__', model) == 1 then return model end
+  if redis.call('SCARD', '__STATS_MODELS__') >= __STATS_MAX_MODELS__ then
+    return '__STATS_OTHER_MODEL__'
+  end
+  redis.call('SADD', '__STATS_MODELS__', model)
+  return model
+end
+
+-- Adds n to a counter; `labels` ends with the model (as stat_model gives it).
+local function count(family, labels, n)
+  redis.call('HINCRBY', STATS, family .. SEP .. labels, n or 1)
+end
+
+-- Adds one observation of `value` to a histogram.
+local function observe(family, labels, value)
+  local bounds = BUCKETS[family]
+  local bucket = #bounds + 1
+  for i = 1, #bounds do
+    if value <= bounds[i] then bucket = i break end
+  end
+  redis.call('HINCRBY', STATS, family .. SEP .. bucket .. SEP .. labels, 1)
+  redis.call('HINCRBYFLOAT', STATS, family .. SEP .. 'sum' .. SEP .. labels, value)
+end
+
 local function error_json(message, kind, code)
   return cjson.encode({message = message, type = kind, code = code})
 end
@@ -96,9 +134,15 @@ end
 -- the broker process that ends it, which tells its own waiters without a message.
 local function finish(id, status, now_ms, retention_ms, fields, ended_by)
   local key = job_key(id)
-  redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
-  local j = redis.call('HMGET', key, 'batch_id', 'idem', 'watched')
+  local j = redis.call('HMGET', key, 'batch_id', 'idem', 'watched', 'status', 'model', 'lane',
+    'started_ms')
   local batch_id, idem, watched = j[1], j[2], j[3]
+  redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
+  local labels = j[6] .. SEP .. stat_model(j[5])
+  count('finished', status .. SEP .. labels)
+  if j[4] == 'running' then
+    observe('duration', status .. SEP .. labels, (now_ms - tonumber(j[7])) / 1000)
+  end
   if batch_id and batch_id ~= '' then count_for_batch(batch_id, status, now_ms) end
   redis.call('ZREM', LEASES, id)
   redis.call('ZREM', START_DEADLINES, id)
@@ -118,10 +162,12 @@ end
 
 -- Puts a running job back at the front of its queue for a fresh attempt. Readers of its
 -- stream get a restart event first, so they drop the text of the attempt that ended.
-local function requeue(id, reason)
+-- `why` (lease_expired, retryable_error, handed_back) labels the retry in the statistics.
+local function requeue(id, reason, why)
   local key = job_key(id)
   local j = redis.call('HMGET', key, 'model', 'lane', 'created_ms', 'attempt')
   local attempt = tonumber(j[4])
+  count('retries', why .. SEP .. j[2] .. SEP .. stat_model(j[1]))
   redis.call('HSET', key, 'status', 'queued', 'lease_token', '', 'lease_owner', '',
     'worker', '')
   redis.call('ZREM', LEASES, id)
@@ -139,7 +185,10 @@ local function check_lease(id, token, owner, extra)
   local j = redis.call('HMGET', job_key(id), 'status', 'lease_token', 'lease_owner',
     'attempt', 'deadline_ms', unpack(extra or {}))
   if not j[1] then return j, 'gone' end
-  if j[2] ~= token or j[3] ~= owner then return j, 'stale' end
+  if j[2] ~= token or j[3] ~= owner then
+    redis.call('HINCRBY', STATS, 'fenced', 1)
+    return j, 'stale'
+  end
   if j[1] ~= 'running' then return j, 'ended' end
   return j, nil
 end

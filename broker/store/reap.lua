@@ -11,10 +11,12 @@ local requeued, failed, expired = 0, 0, 0
 local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now_ms, 'LIMIT', 0, limit)
 for _, id in ipairs(lapsed) do
   redis.call('ZREM', LEASES, id)
-  local j = redis.call('HMGET', job_key(id), 'status', 'attempt', 'max_attempts')
+  local j = redis.call('HMGET', job_key(id), 'status', 'attempt', 'max_attempts', 'model',
+    'lane')
   if j[1] == 'running' then
+    count('lease_expiries', j[5] .. SEP .. stat_model(j[4]))
     if tonumber(j[2]) < tonumber(j[3]) then
-      requeue(id, 'lease expired')
+      requeue(id, 'lease expired', 'lease_expired')
       requeued = requeued + 1
     else
       fail_job(id, j[2], now_ms, retention_ms, error_json(

@@ -7,7 +7,8 @@
 --       8 seq|''
 -- Returns 'ok', 'ended' (cancelled or finished: stop work), 'stale' (409) or 'gone' (404).
 local id, now_ms, seq = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[8])
-local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'report_seq'})
+local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'report_seq',
+  'created_ms', 'model', 'lane'})
 if reply then return reply end
 if past_deadline(j, now_ms) then
   fail_job(id, j[4], now_ms, tonumber(ARGV[7]), DEADLINE_ERROR)
@@ -20,6 +21,9 @@ if seq then
 end
 if ARGV[6] ~= '' then
   emit(id, {type = 'delta', attempt = tonumber(j[4]), text = ARGV[6]})
-  if j[6] == '' then redis.call('HSET', job_key(id), 'first_token_ms', now_ms) end
+  if j[6] == '' then
+    redis.call('HSET', job_key(id), 'first_token_ms', now_ms)
+    observe('first_token', j[10] .. SEP .. stat_model(j[9]), (now_ms - tonumber(j[8])) / 1000)
+  end
 end
 return 'ok'

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
+from .stats import lua_placeholders
 
 if TYPE_CHECKING:
     from .script_channel import ScriptChannel
@@ -41,6 +42,7 @@ _PLACEHOLDERS = {
     "__BATCH_CHANNEL_PREFIX__": keys.BATCH_CHANNEL_PREFIX,
     **{f"__CODE_{code.name.upper()}__": code.value for code in ErrorCode},
     **{f"__TYPE_{kind.name.upper()}__": kind.value for kind in JobErrorType},
+    **lua_placeholders(),
 }
 
 

@@ -34,12 +34,15 @@ if token ~= '' then  -- created leased: the lease's fields go in the same write
   end
 end
 redis.call('HSET', job_key(id), unpack(fields))
+local labels = lane .. SEP .. stat_model(model)
+count('submitted', labels)
 redis.call('ZADD', ARGV[14], now_ms, id)
 redis.call('ZADD', ARGV[15], now_ms, id)
 if idem ~= '' then redis.call('SET', idem, id) end
 emit(id, {type = 'status', status = 'queued', attempt = 0})
 if token ~= '' then
   redis.call('ZADD', LEASES, now_ms + tonumber(ARGV[19]), id)
+  observe('queue_wait', labels, 0)
   emit(id, {type = 'status', status = 'running', attempt = 1, worker = ARGV[16]})
   return {id, 1, {}}
 end

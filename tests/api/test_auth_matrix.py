@@ -48,7 +48,9 @@ MATRIX: dict[Route, tuple[int, ...]] = {
     ("POST",   "/v1/worker/jobs/{job_id}/report"):   (401, 401, 401, 401, 403, 403, 200, 409, 409),
     ("POST",   "/v1/worker/jobs/{job_id}/complete"): (401, 401, 401, 401, 403, 403, 200, 409, 409),
     ("POST",   "/v1/worker/jobs/{job_id}/fail"):     (401, 401, 401, 401, 403, 403, 200, 409, 409),
+    ("POST",   "/v1/worker/heartbeat"):              (401, 401, 401, 401, 403, 403, 204, 204, 204),
     ("GET",    "/v1/workers"):                       (401, 401, 401, 401, 200, 200, 403, 403, 200),
+    ("GET",    "/v1/queues"):                        (401, 401, 401, 401, 200, 200, 403, 403, 200),
     ("POST",   "/v1/jobs"):                          (401, 401, 401, 401, 201, 201, 403, 403, 201),
     ("GET",    "/v1/jobs"):                          (401, 401, 401, 401, 200, 200, 403, 403, 200),
     ("GET",    "/v1/jobs/{job_id}"):                 (401, 401, 401, 401, 200, 404, 403, 403, 200),
@@ -157,6 +159,10 @@ async def prepare(scene: Scene, route: Route) -> Cell:
     match route:
         case ("POST", "/v1/worker/poll"):
             return Cell(json=poll_body(models=(UNSERVED,), worker_id="rig-poll"))
+        case ("POST", "/v1/worker/heartbeat"):
+            state = poll_body(models=(UNSERVED,), worker_id="rig-heartbeat")
+            del state["wait_s"]
+            return Cell(json=state)
         case ("POST", _) if path.startswith("/v1/worker/jobs/"):
             lease = await scene.lease()
             verb = path.rsplit("/", 1)[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import ADMIN, CHAT, poll_body
 
@@ -50,12 +51,23 @@ async def test_metrics_count_and_gauge(http: httpx.AsyncClient, user, worker) ->
         headers=worker,
     )
     text = (await http.get("/metrics", headers=ADMIN)).text
-    assert 'garage_jobs_queued{lane="batch",model="m"} 2.0' in text
-    assert "garage_jobs_running 0.0" in text
-    assert 'garage_workers_live{health="ok"} 1.0' in text
-    assert 'garage_job_reports_total{outcome="succeeded"}' in text
-    assert "garage_stale_reports_total" in text
-    assert 'garage_jobs_submitted_total{lane="batch",model="m"}' in text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    batch = (("lane", "batch"), ("model", "m"))
+    interactive = (("lane", "interactive"), ("model", "m"))
+    assert samples["garage_queue_depth", (("lane", "batch"), ("model", "m"))] == 2
+    assert samples["garage_queue_oldest_age_seconds", batch] >= 0
+    assert samples["garage_jobs_running", ()] == 0
+    assert samples["garage_workers_live", (("health", "ok"),)] == 1
+    assert samples["garage_jobs_submitted_total", batch] == 2
+    succeeded = (*interactive, ("status", "succeeded"))
+    assert samples["garage_jobs_finished_total", succeeded] == 1
+    assert samples["garage_job_duration_seconds_count", succeeded] == 1
+    assert samples["garage_job_queue_wait_seconds_count", interactive] == 1
+    assert samples["garage_fenced_reports_total", ()] == 1
 
 
 async def test_dashboard_page(http: httpx.AsyncClient) -> None:

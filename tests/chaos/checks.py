@@ -3,9 +3,10 @@ and what the processes' logs say about accepted results."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,17 @@ def scrape(url: str) -> Counter[str]:
     return found
 
 
-_SUCCEEDED = re.compile(r"job\.succeeded job_id=(\S+)")
-_COMPLETED = re.compile(r"job\.completed job_id=(\S+) attempt=(\d+)")
-_REFUSED = re.compile(r"job\.result_refused job_id=(\S+)")
-_LEASE_LOST = re.compile(r"job\.stop job_id=(\S+) reason=lease lost")
+def _log_events(logs: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The JSON log lines of the processes' logs (`garage` logs JSON when not on a
+    terminal); a line cut by a SIGKILL, or another process's text, is skipped."""
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 @dataclass
@@ -81,19 +89,18 @@ class WorkerLogs:
     def read(cls, logs: Iterable[Path]) -> WorkerLogs:
         accepted: dict[str, list[int]] = defaultdict(list)
         refused = lease_lost = 0
-        for log in logs:
-            text = log.read_text(errors="replace")
-            for job_id, attempt in _COMPLETED.findall(text):
-                accepted[job_id].append(int(attempt))
-            refused += len(_REFUSED.findall(text))
-            lease_lost += len(_LEASE_LOST.findall(text))
+        for entry in _log_events(logs):
+            event = entry.get("event")
+            if event == "job.completed":
+                accepted[entry["job_id"]].append(int(entry["attempt"]))
+            elif event == "job.result_refused":
+                refused += 1
+            elif event == "job.stop" and entry.get("reason") == "lease lost":
+                lease_lost += 1
         return cls(dict(accepted), refused, lease_lost)
 
 
 def accepted_by_brokers(logs: Iterable[Path]) -> Counter[str]:
     """How many times the brokers' logs (killed replicas' included) say they accepted each
     job's result: logged after the script took it, so a kill can only lose a line."""
-    accepted: Counter[str] = Counter()
-    for log in logs:
-        accepted.update(_SUCCEEDED.findall(log.read_text(errors="replace")))
-    return accepted
+    return Counter(e["job_id"] for e in _log_events(logs) if e.get("event") == "job.succeeded")

@@ -141,7 +141,6 @@ class Chaos:
         workers: list[Restartable],
         broker: Restartable,
         redis_server: RedisServer,
-        before_broker_kill: Callable[[], None] = lambda: None,
         busy_worker: Callable[[], str | None] = lambda: None,
         gap_s: tuple[float, float] = (1.0, 2.5),
     ) -> None:
@@ -149,7 +148,6 @@ class Chaos:
         self.workers = workers
         self.broker = broker
         self.redis = redis_server
-        self.before_broker_kill = before_broker_kill
         self.busy_worker = busy_worker
         self.gap_s = gap_s
         self.faults = Faults()
@@ -212,7 +210,6 @@ class Chaos:
         worker.restart()
 
     def _broker(self) -> None:
-        self.before_broker_kill()
         self._note(f"kill -9 broker {self.broker.name}")
         self.broker.kill()
         self.faults.broker_kills += 1

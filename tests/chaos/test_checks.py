@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from garage.cli.logs import _KeyValueFormatter
+from garage.cli.logs import _JsonFormatter
 
 from .checks import WorkerLogs, accepted_by_brokers, stream_problem
 
@@ -45,12 +45,15 @@ def test_a_stream_whose_text_is_not_the_result_or_that_repeats_is_caught() -> No
     assert "after the done" in (stream_problem([*events, late], "echo:") or "")
 
 
-def test_worker_logs_are_read_in_the_format_the_cli_writes(tmp_path: Path) -> None:
-    formatter = _KeyValueFormatter()
+def line(message: str, **extra: object) -> str:
+    """A log line as `garage` writes it when not on a terminal."""
+    record = logging.makeLogRecord(
+        {"msg": message, "levelname": "INFO", "name": "garage.x", **extra}
+    )
+    return _JsonFormatter().format(record)
 
-    def line(message: str, **extra: object) -> str:
-        record = logging.makeLogRecord({"msg": message, "levelname": "INFO", **extra})
-        return formatter.format(record)
+
+def test_worker_logs_are_read_in_the_format_the_cli_writes(tmp_path: Path) -> None:
 
     (tmp_path / "worker-1.log").write_text(
         "\n".join(
@@ -59,7 +62,7 @@ def test_worker_logs_are_read_in_the_format_the_cli_writes(tmp_path: Path) -> No
                 line("job.result_refused", job_id="job_2", error="lease lost"),
                 line("job.stop", job_id="job_3", reason="lease lost"),
                 line("job.stop", job_id="job_4", reason="cancelled"),
-                "12:00:00 info    job.completed job_id=job_5 att",  # cut by a SIGKILL
+                line("job.completed", job_id="job_5", attempt=1)[:40],  # cut by a SIGKILL
             ]
         )
     )
@@ -68,7 +71,7 @@ def test_worker_logs_are_read_in_the_format_the_cli_writes(tmp_path: Path) -> No
 
 
 def test_broker_logs_are_read_in_the_format_the_cli_writes(tmp_path: Path) -> None:
-    record = logging.makeLogRecord({"msg": "job.succeeded", "levelname": "INFO", "job_id": "j1"})
-    (tmp_path / "a-0.log").write_text(_KeyValueFormatter().format(record) + "\n")
-    (tmp_path / "b-1.log").write_text("12:00:00 info    job.succeeded job_id=j1\n")
+    (tmp_path / "a-0.log").write_text(line("job.succeeded", job_id="j1") + "\n")
+    second = "garage broker listening\n" + line("job.succeeded", job_id="j1")
+    (tmp_path / "b-1.log").write_text(second)
     assert accepted_by_brokers(tmp_path.glob("*.log")) == {"j1": 2}

@@ -48,7 +48,7 @@ def fenced(broker_url: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("garage_stale_reports_total")
+        if line.startswith("garage_fenced_reports_total")
     )
 
 

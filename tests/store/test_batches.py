@@ -92,7 +92,7 @@ async def test_a_staged_batch_whose_commit_never_runs_leaves_only_expiring_keys(
     assert await store.batches.get(staged.batch_id) is None
     assert await store.batches.list("u1", limit=10, after=None) == ([], False)
     assert await store.jobs.list("u1") == ([], False)
-    assert await store.jobs.queue_depths() == {}
+    assert await store.jobs.queues() == []
     assert await claim_all(store) == []
     left = [key async for key in redis.scan_iter(match="garage:*")]
     assert len(left) > 1200  # the job hashes, the job list, the staging sets
