@@ -26,12 +26,12 @@ class WorkerSettings(BaseSettings):
 
     broker: str = Field(
         "http://127.0.0.1:8080",
-        validation_alias=AliasChoices("broker", "GARAGE_WORKER_BROKER", "GARAGE_URL"),
+        validation_alias=AliasChoices("GARAGE_WORKER_BROKER", "GARAGE_URL"),
         description="Base URL of the broker.",
     )
     token: SecretStr | None = Field(
         None,
-        validation_alias=AliasChoices("token", "GARAGE_WORKER_TOKEN", "GARAGE_API_KEY"),
+        validation_alias=AliasChoices("GARAGE_WORKER_TOKEN", "GARAGE_API_KEY"),
         description="The worker's API key (role worker).",
     )
     backend: BackendKind = Field("ollama", description="API the local backend speaks.")
