@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
-from ._common import fail, run_loop
+from ._common import EXIT_AUTH, fail, run_loop
+from .logs import configure_logging, log_options
+from .worker_install import install
 
 __all__ = ["worker"]
 
@@ -17,6 +19,9 @@ __all__ = ["worker"]
 @click.group()
 def worker() -> None:
     """Run a worker on this rig, or look at what it would report."""
+
+
+worker.add_command(install)
 
 
 def _worker_imports() -> Any:
@@ -87,14 +92,10 @@ def _worker_imports() -> Any:
     type=float,
     help="GPU °C at which it warns [env GARAGE_WORKER_GPU__TEMP_WARN_C; 85].",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@log_options("GARAGE_WORKER_LOG_LEVEL")
 def run(
     log_level: str,
+    log_format: str,
     temp_critical_c: float | None,
     temp_warn_c: float | None,
     models: str | None,
@@ -109,9 +110,7 @@ def run(
       garage worker run ... --backend openai --backend-url http://127.0.0.1:8000 --slots 64
     """
     daemon, gpu, settings_module = _worker_imports()
-    from .logs import configure_logging
-
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     given = {k: v for k, v in options.items() if v is not None}
     if models:
         given["models"] = [m.strip() for m in models.split(",") if m.strip()]
@@ -128,7 +127,12 @@ def run(
         fail(f"bad worker settings: {exc}", 2)
     if settings.token is None:
         fail("no worker key: pass --token or set GARAGE_WORKER_TOKEN", 2)
-    run_loop(_serve(settings, daemon, gpu))
+    from garage.client import AuthError
+
+    try:
+        run_loop(_serve(settings, daemon, gpu))
+    except AuthError as exc:
+        fail(f"the broker at {settings.broker} refused the worker key: {exc}", EXIT_AUTH)
 
 
 async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:

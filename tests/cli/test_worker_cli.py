@@ -59,3 +59,11 @@ def test_workers_prints_the_fleet(live_broker: LiveBroker, redis) -> None:
     assert refused.exit_code == 4 and "invalid API key" in refused.output
     down = CliRunner().invoke(main, ["workers"], env={**env, "GARAGE_URL": "http://127.0.0.1:9"})
     assert down.exit_code == 3 and "cannot reach the broker" in down.output
+
+
+def test_worker_run_with_a_refused_key_says_so_and_exits_4(live_broker: LiveBroker) -> None:
+    args = ["worker", "run", "--broker", live_broker.url, "--token", "gk-w-not-a-key"]
+    result = CliRunner().invoke(main, [*args, "--backend", "demo"])
+    assert result.exit_code == 4, result.output
+    assert f"the broker at {live_broker.url} refused the worker key" in result.output
+    assert "Traceback" not in result.output
