@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from garage.broker.metrics import FAMILIES as BROKER_FAMILIES
+
 from .compose_files import DOCKER
 
 ALERTS = DOCKER / "prometheus" / "alerts.yml"
@@ -21,41 +23,10 @@ DASHBOARD = DOCKER / "grafana" / "dashboards" / "garage.json"
 SEVERITIES = {"info", "warning", "critical"}
 
 # What broker/metrics.py exports, as Prometheus names them (counters with `_total`).
-COUNTERS = {
-    "garage_jobs_submitted_total",
-    "garage_jobs_finished_total",
-    "garage_job_retries_total",
-    "garage_lease_expiries_total",
-    "garage_fenced_reports_total",
-    "garage_cancellations_total",
-    "garage_prompt_tokens_total",
-    "garage_completion_tokens_total",
-}
-GAUGES = {
-    "garage_queue_depth",
-    "garage_queue_oldest_age_seconds",
-    "garage_jobs_running",
-    "garage_workers_live",
-    "garage_model_workers",
-    "garage_model_slots_free",
-    "garage_model_slots_total",
-    "garage_worker_health",
-    "garage_gpu_temperature_celsius",
-    "garage_gpu_memory_used_bytes",
-    "garage_gpu_memory_total_bytes",
-    "garage_gpu_utilization_ratio",
-    "garage_gpu_power_watts",
-    "garage_gpu_power_limit_watts",
-    "garage_gpu_throttle_reason",
-    "garage_gpu_ecc_uncorrectable_errors",
-    "garage_broker_polls_parked",
-}
-HISTOGRAMS = {
-    "garage_job_queue_wait_seconds",
-    "garage_job_first_token_seconds",
-    "garage_job_duration_seconds",
-    "garage_job_tokens_per_second",
-}
+_KINDS = {name: kind for name, (kind, _, _) in BROKER_FAMILIES.items()}
+COUNTERS = {f"{name}_total" for name, kind in _KINDS.items() if kind == "counter"}
+GAUGES = {name for name, kind in _KINDS.items() if kind == "gauge"}
+HISTOGRAMS = {name for name, kind in _KINDS.items() if kind == "histogram"}
 FAMILIES = COUNTERS | GAUGES | HISTOGRAMS
 METRIC = re.compile(r"garage_[a-z_]+")
 HISTOGRAM_SERIES = re.compile(r"(.+)_(bucket|sum|count)$")
