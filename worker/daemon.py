@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import secrets
 import time
 from typing import Any
@@ -43,6 +44,8 @@ from .settings import WorkerSettings
 
 __all__ = ["Worker"]
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:@-]")
+
 logger = logging.getLogger(__name__)
 
 _HAND_BACK_S = 10.0  # how long a stopping worker tries to hand its jobs back
@@ -61,7 +64,8 @@ class Worker:
         self._api = api
         self._backend = backend
         self._gpu = gpu
-        self.worker_id = f"{settings.name}-{secrets.token_hex(3)}"
+        # the id allows fewer characters than a name: "rig 1 <x>" polls as "rig-1--x--..."
+        self.worker_id = f"{_ID_UNSAFE.sub('-', settings.name)[:100]}-{secrets.token_hex(3)}"
         self.models: list[str] = []
         self.gpus: list[GpuInfo] = []
         self.health = Health()

@@ -1,6 +1,6 @@
-"""Probes for orchestrators (liveness, readiness), Prometheus metrics, the fleet dashboard
-page at `/` (static HTML that reads `/v1/workers` with the key you give it), and the
-OpenAPI document."""
+"""Probes for orchestrators (liveness, readiness), Prometheus metrics, the fleet page at
+`/` (static HTML that reads `/v1/workers`, `/v1/queues` and `/v1/jobs` with the key you
+give it), and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -48,7 +48,12 @@ async def metrics(call: Call[None, None]) -> Response:
 
 
 async def dashboard(call: Call[None, None]) -> Response:
-    """The fleet dashboard: workers, their health and GPUs, and the models served."""
+    """The fleet page: static HTML with its script inline, no build step and nothing
+    fetched from elsewhere. It asks for a user or admin key (kept in the tab's
+    sessionStorage, sent only to this broker as a bearer token) and reads `/v1/workers`,
+    `/v1/queues` and `/v1/jobs?limit=20` every 2 s while the tab is visible: each worker's
+    health and why, its GPUs as bars with the worker's thresholds marked, the queues and
+    the recent jobs with their timings. Tested in Chromium by tests/browser/."""
     page = resources.files("garage.broker").joinpath("static/dashboard.html")
     return HTMLResponse(page.read_text(encoding="utf-8"))
 

@@ -150,3 +150,17 @@ async def test_a_model_name_no_poll_may_carry_is_left_out(
     job = (await http.post("/v1/jobs", json=CHAT)).json()
     assert await status(http, job["id"], wait_s=10) == "succeeded"
     assert worker.models == ["m"]
+
+
+async def test_a_name_with_spaces_and_markup_still_makes_a_valid_worker_id(
+    http: httpx.AsyncClient, run_worker
+) -> None:
+    worker = await run_worker("rig 1 <b>")
+    assert worker.worker_id.startswith("rig-1--b--")
+
+    async def listed():
+        fleet = (await http.get("/v1/workers")).json()["data"]
+        return [w for w in fleet if w["worker_id"] == worker.worker_id]
+
+    [entry] = await eventually(listed, what="the worker in the fleet view")
+    assert entry["name"] == "rig 1 <b>"
