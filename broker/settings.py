@@ -18,7 +18,10 @@ class BrokerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on (0: any free).")
     redis_url: str | None = Field(
-        None, description="Redis URL; when unset the broker runs an embedded redis-server."
+        None,
+        description="Redis URL (redis://, rediss:// for TLS, unix://, or "
+        "redis+sentinel://[:password@]host:port[,host:port]/master[/db] for a primary "
+        "behind Sentinel); when unset the broker runs an embedded redis-server.",
     )
     redis_max_connections: int = Field(
         256, ge=8, description="Redis connections this process opens at most; more wait."

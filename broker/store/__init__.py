@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from .leases import LeaseStore
 from .outage import STORE_DOWN
 from .script_channel import ScriptChannel
 from .scripts import Scripts
+from .sentinel import SentinelTarget, is_sentinel_url
 from .stats import StatsStore
 
 __all__ = ["STORE_DOWN", "Store", "honour_cancellation", "open_store"]
@@ -48,6 +49,7 @@ class Store:
     stats: StatsStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
+    sentinels: list[Any] = field(default_factory=list)  # clients of the sentinels asked
 
     @classmethod
     def on(
@@ -91,27 +93,46 @@ class Store:
         worker_alive_ms: int,
         max_connections: int = 256,
     ) -> Store:
-        """The store on the Redis at `redis_url`: script calls over one `ScriptChannel`,
-        everything else through a pool of redis-py connections; past `max_connections` a
-        request waits for a free connection instead of failing. Close it with `aclose`."""
+        """The store on the Redis at `redis_url` (or the primary a `redis+sentinel://`
+        URL names): script calls over one `ScriptChannel`, everything else through a pool
+        of redis-py connections; past `max_connections` a request waits for a free
+        connection instead of failing. Close it with `aclose`."""
         import redis.asyncio as aioredis
 
+        options: dict[str, Any] = dict(
+            lease_ms=lease_ms, retention_ms=retention_ms, worker_alive_ms=worker_alive_ms
+        )
+        if is_sentinel_url(redis_url):
+            target = SentinelTarget.parse(redis_url)
+            sentinel = target.sentinel()
+
+            async def primary() -> str:
+                return target.primary_url(*await sentinel.discover_master(target.master))
+
+            store = cls.on(
+                target.client(sentinel, max_connections=max_connections),
+                clock,
+                channel=ScriptChannel(target.primary_url("localhost", 6379), resolve=primary),
+                **options,
+            )
+            store.sentinels = sentinel.sentinels
+            return store
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections, timeout=30, decode_responses=True
         )
         return cls.on(
             aioredis.Redis(connection_pool=pool),
             clock,
-            lease_ms=lease_ms,
-            retention_ms=retention_ms,
-            worker_alive_ms=worker_alive_ms,
             channel=ScriptChannel(redis_url),
+            **options,
         )
 
     async def aclose(self) -> None:
         if self.channel is not None:
             await self.channel.aclose()
         await self.redis.aclose()
+        for sentinel in self.sentinels:
+            await sentinel.aclose()
 
     def subscriber(
         self, on_message: OnMessage, on_subscribed: OnSubscribed | None = None

@@ -21,6 +21,9 @@ public `pack_command` and `Reader`:
   not have run) and the next call connects anew.
 - The URL is read by redis-py's `parse_url`, so `redis://`, `rediss://` (TLS) and
   `unix://` URLs with a password, user and database mean what they mean to redis-py.
+  Behind Sentinel a resolver gives the primary's URL before each connect, and a READONLY
+  reply (the server was demoted in a failover; the script did not run) drops the
+  connection so the next call finds the new primary.
 
 Reads, pipelines and pub/sub stay on redis-py's pool.
 """
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import hiredis
@@ -84,6 +87,12 @@ class _Link(asyncio.Protocol):
                 continue
             if isinstance(value, hiredis.ReplyError):
                 message = str(value)
+                if message.startswith("READONLY"):
+                    # A failover made this server a replica: nothing was written. The next
+                    # call connects anew, to the primary the resolver names then.
+                    reply.set_exception(ConnectionError(f"Redis is a replica now: {message}"))
+                    self.close(ConnectionError("Redis became a replica (a failover)"))
+                    return
                 kind = NoScriptError if message.startswith("NOSCRIPT") else ResponseError
                 reply.set_exception(kind(message))
             else:
@@ -101,9 +110,12 @@ class _Link(asyncio.Protocol):
 
 
 class ScriptChannel:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, resolve: Callable[[], Awaitable[str]] | None = None) -> None:
+        """The channel to the Redis at `url`; with `resolve`, to the URL it gives before
+        each connect (the current primary behind Sentinel)."""
         self._options = parse_url(url)
         self._tls_wanted = url.startswith("rediss:")
+        self._resolve = resolve
         self._link: _Link | None = None
         self._queued: list[tuple[bytes, asyncio.Future[Any]]] = []  # while connecting
         self._connecting: asyncio.Task[None] | None = None
@@ -175,6 +187,8 @@ class ScriptChannel:
         options, loop = self._options, asyncio.get_running_loop()
         try:
             async with asyncio.timeout(_CALL_TIMEOUT_S):
+                if self._resolve is not None:
+                    options = parse_url(await self._resolve())
                 if "path" in options:
                     _, link = await loop.create_unix_connection(_Link, options["path"])
                 else:
