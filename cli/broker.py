@@ -38,8 +38,10 @@ def broker() -> None:
     "--redis-url",
     envvar="GARAGE_BROKER_REDIS_URL",
     default=None,
-    help="Redis to keep state in. Without it the broker runs an embedded "
-    "redis-server in --data-dir [env GARAGE_BROKER_REDIS_URL].",
+    help="Redis to keep state in: redis://, rediss:// (TLS), or "
+    "redis+sentinel://host:port[,host:port]/master[/db] for a primary behind Sentinel. "
+    "Without it the broker runs an embedded redis-server in --data-dir "
+    "[env GARAGE_BROKER_REDIS_URL].",
 )
 @click.option(
     "--data-dir",
@@ -73,6 +75,7 @@ def run(log_format: str, **options: Any) -> None:
     Examples:
       GARAGE_ADMIN_KEY=$(openssl rand -hex 32) garage broker run --host 0.0.0.0
       garage broker run --redis-url redis://10.0.0.5:6379/0 --port 8080
+      garage broker run --redis-url redis+sentinel://s1:26379,s2:26379,s3:26379/main
     """
     try:
         from garage.broker.server import BrokerStartError, serve
