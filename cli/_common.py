@@ -101,7 +101,10 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
                 can_wait = "wait_for_worker" in kwargs  # the command has --wait-for-worker
                 hint = "; --wait-for-worker queues the work anyway" if can_wait else ""
                 fail(unserved(model, hint), EXIT_NO_CAPACITY)
-            fail(exc.message, EXIT_NO_CAPACITY)
+            if exc.code == ErrorCode.model_not_served:
+                fail(exc.message, EXIT_NO_CAPACITY)
+            # the broker answers but cannot serve now (its Redis is down): as unreachable
+            fail(exc.message, EXIT_UNREACHABLE)
         except APIError as exc:
             fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
         except BrokerUnreachable as exc:

@@ -9,11 +9,13 @@ import subprocess
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
 from garage.broker.store.embedded import find_redis_server
+from garage.cli import main
 
 from ..support import free_port, wait_until
-from .conftest import ADMIN_HEADERS
+from .conftest import ADMIN_HEADERS, ADMIN_KEY
 
 
 def _redis(port: int, folder: Path) -> subprocess.Popen[bytes]:
@@ -46,6 +48,11 @@ def test_redis_gone_is_a_503_then_service_resumes(start_broker, tmp_path: Path) 
     down = httpx.get(jobs, headers=ADMIN_HEADERS, timeout=30)
     assert down.status_code == 503 and down.headers["retry-after"] == "1"
     assert down.json()["error"]["code"] == "unavailable"
+    cli = CliRunner().invoke(
+        main, ["job", "list", "--url", broker.url, "--api-key", ADMIN_KEY], catch_exceptions=False
+    )
+    assert cli.exit_code == 3, cli.output  # as for a broker it cannot reach: retry later
+    assert "store cannot be reached" in cli.output
     redis = _redis(port, tmp_path)
     try:
         wait_until(
