@@ -158,10 +158,12 @@ class Worker:
                 await asyncio.wait({poll, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 changed.cancel()
-            if not poll.done() and (free == 0 or self._draining.is_set()):
+            if not poll.done() and (free == 0 or self._draining.is_set() or not self.pulling):
                 # A poll for no slots cannot be handed jobs, so it is safe to drop; a
-                # draining worker drops its poll too (the broker sees the disconnect and
-                # leases nothing to it). A poll that may bring jobs is otherwise awaited.
+                # draining worker, or one that turned critical, drops its poll too (the
+                # broker sees the disconnect and leases nothing to it, or hands back what
+                # it leased as the poll left). A poll that may bring jobs is otherwise
+                # awaited.
                 poll.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poll
