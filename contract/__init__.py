@@ -2,7 +2,7 @@
 
 The broker implements these models, the worker and the client consume them; nobody keeps a
 copy. Split by resource: jobs, events, workers (poll, leases, fleet), keys, files, batches
-(and the batch file format, `batch_file`), errors (with the one list of error codes).
+(and the batch file format, `batch_file`), usage, errors (with the one list of error codes).
 It imports nothing but pydantic, so the broker and the worker load it without the client
 SDK's HTTP stack (`tests/unit/test_layers.py` holds it to that).
 """
@@ -37,6 +37,7 @@ from .events import (
 from .files import FileDeleted, FileList, FileObject
 from .jobs import (
     MAX_MODEL_NAME,
+    MAX_TOKENS,
     MAX_WAIT_S,
     TERMINAL_STATUSES,
     Job,
@@ -55,6 +56,15 @@ from .jobs import (
 from .keys import KeyCreate, KeyCreated, KeyInfo, Role
 from .models import ModelCard, ModelList
 from .openai import InferenceRequest, StreamOptions
+from .usage import (
+    DEFAULT_USAGE_DAYS,
+    MAX_USAGE_DAYS,
+    UsageGroup,
+    UsageQuery,
+    UsageReport,
+    UsageRow,
+    UsageTotals,
+)
 from .workers import (
     MAX_POLL_MODELS,
     CompleteReport,
@@ -82,11 +92,14 @@ except PackageNotFoundError:  # a source tree that is not installed
 
 __all__ = [
     "BATCH_ENDPOINTS",
+    "DEFAULT_USAGE_DAYS",
     "FINAL_BATCH_STATUSES",
     "MAX_BATCH_FILE_BYTES",
     "MAX_BATCH_REQUESTS",
     "MAX_MODEL_NAME",
     "MAX_POLL_MODELS",
+    "MAX_TOKENS",
+    "MAX_USAGE_DAYS",
     "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Batch",
@@ -144,6 +157,11 @@ __all__ = [
     "StreamOptions",
     "Timings",
     "Usage",
+    "UsageGroup",
+    "UsageQuery",
+    "UsageReport",
+    "UsageRow",
+    "UsageTotals",
     "WorkerInfo",
     "WorkerList",
     "WorkerState",

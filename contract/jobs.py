@@ -13,6 +13,7 @@ from ._base import In, Out
 __all__ = [
     "MAX_METADATA_VALUE",
     "MAX_MODEL_NAME",
+    "MAX_TOKENS",
     "MAX_WAIT_S",
     "TERMINAL_STATUSES",
     "Job",
@@ -102,10 +103,21 @@ _INPUT_CHECKS = {
 }
 
 
+MAX_TOKENS = 2**40  # the most a worker may report for one count: exact in Lua, far past real
+
+
 class Usage(Out):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    """Tokens a job used. Counts come from the backend where it reports them, else from
+    the backend's tokenizer, else from an estimate (see docs/accounting.md)."""
+
+    prompt_tokens: int = Field(0, ge=0)
+    completion_tokens: int = Field(0, ge=0)
+    total_tokens: int = Field(0, ge=0)
+    estimated: bool = Field(
+        False,
+        description="Some count is an estimate from the text's length: neither the backend "
+        "nor its tokenizer gave it.",
+    )
 
 
 class Timings(Out):

@@ -6,10 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from ._base import In, Out
-from .jobs import MAX_MODEL_NAME, JobError, Kind, Lane, Timings, Usage
+from .jobs import MAX_MODEL_NAME, MAX_TOKENS, JobError, Kind, Lane, Timings, Usage
 
 __all__ = [
     "MAX_POLL_MODELS",
@@ -143,17 +143,34 @@ class LeaseReport(In):
     )
 
 
+def _within_bounds(usage: Usage | None) -> Usage | None:
+    if usage is not None and max(usage.prompt_tokens, usage.completion_tokens) > MAX_TOKENS:
+        raise ValueError(f"a token count above {MAX_TOKENS}")
+    return usage
+
+
+ReportedUsage = Annotated[Usage | None, AfterValidator(_within_bounds)]
+
+
 class CompleteReport(In):
     lease_token: str = Field(min_length=1, max_length=128)
     result: dict[str, Any] = Field(description="OpenAI-shaped response body.")
-    usage: Usage | None = None
+    usage: ReportedUsage = None
     timings: Timings | None = None
     text: str = Field("", description="Trailing streamed text not reported yet.")
 
 
 class FailReport(In):
+    """An attempt that ended without a result: failed, handed back, or stopped because the
+    job was cancelled while it ran (then only `usage` counts)."""
+
     lease_token: str = Field(min_length=1, max_length=128)
     error: JobError
+    usage: ReportedUsage = Field(
+        None,
+        description="What the attempt used before it stopped: its prompt and the text it "
+        "streamed. Charged once per lease, and only to the lease's holder.",
+    )
     retryable: bool = Field(False, description="Requeue the job if attempts are left.")
     handback: bool = Field(
         False, description="The worker gives the job back unstarted (draining); no attempt used."

@@ -226,6 +226,7 @@ class LeaseService:
             error=body.error,
             retryable=body.retryable,
             handback=body.handback,
+            usage=body.usage,
             ended_by=self._notifier.process_id,
         )
         if outcome is ReportOutcome.failed:

@@ -1,8 +1,9 @@
 """The only code that talks to Redis. Each state change is one Lua script (`*.lua`).
 
 `Store` bundles one Redis client with the parts that use it: jobs, leases, events, the
-fleet view, API keys, files and batches. `open_store` connects to a URL, to the embedded
-`redis-server`, or (only where no binary exists) to an in-process fakeredis.
+fleet view, API keys, files, batches, fleet statistics and usage per key. `open_store`
+connects to a URL, to the embedded `redis-server`, or (only where no binary exists) to an
+in-process fakeredis.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .script_channel import ScriptChannel
 from .scripts import Scripts
 from .sentinel import SentinelTarget, is_sentinel_url
 from .stats import StatsStore
+from .usage import UsageStore
 
 __all__ = ["STORE_DOWN", "Store", "honour_cancellation", "open_store"]
 
@@ -47,6 +49,7 @@ class Store:
     files: FileStore
     batches: BatchStore
     stats: StatsStore
+    usage: UsageStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
     sentinels: list[Any] = field(default_factory=list)  # clients of the sentinels asked
@@ -78,6 +81,7 @@ class Store:
             files=files,
             batches=BatchStore(redis, scripts, clock, files, retention_ms=retention_ms),
             stats=StatsStore(redis),
+            usage=UsageStore(redis),
             kind=kind,
             channel=channel,
         )

@@ -2,7 +2,8 @@
 -- within a lane the job with the lowest score (requeued first, then oldest) across the
 -- worker's models. Jobs past their start deadline are expired on the way.
 -- Touches: queue:{model}:{lane} for each model and lane, job:{id}, job:{id}:events,
---          leases, start-deadlines.
+--          leases, start-deadlines, usage:{owner}:{day} and usage-owners:{day} (a job that
+--          ran before and ends here).
 -- ARGV: 1 now_ms, 2 lease_ms, 3 worker id, 4 lease owner (API key id), 5 min_wait_ms,
 --       6 retention_ms, 7 model count n, 8..7+n models, then one fresh token per slot.
 -- Returns a flat list, 8 fields per lease:

@@ -1,5 +1,7 @@
 -- Accepts a job's result from the holder of its lease; exactly one result is accepted.
--- Touches: job:{id}, job:{id}:events, leases, start-deadlines, the idempotency key.
+-- A result for a job that was cancelled while this lease ran it charges its usage only.
+-- Touches: job:{id}, job:{id}:events, leases, start-deadlines, the idempotency key,
+--          usage:{owner}:{day}, usage-owners:{day}.
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 result JSON, 6 usage JSON|'',
 --       7 worker timings JSON|'', 8 trailing text, 9 retention_ms, 10 '1' to return the job,
 --       11 the calling broker's process id
@@ -9,8 +11,11 @@
 -- fields as HGETALL lists them}.
 local id, now_ms, result, usage = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'started_ms',
-  'created_ms', 'model', 'lane'})
-if reply == 'ended' and j[1] == 'succeeded' then return 'repeated' end  -- sent again
+  'created_ms', 'model', 'lane', 'usage'})
+if reply == 'ended' then
+  if j[1] == 'succeeded' then return 'repeated' end  -- sent again
+  charge_late_usage(id, ARGV[2], usage)  -- cancelled while it ran: what it used counts
+end
 if reply then return reply end
 local attempt = tonumber(j[4])
 if ARGV[8] ~= '' then emit(id, {type = 'delta', attempt = attempt, text = ARGV[8]}) end
@@ -29,23 +34,20 @@ local model = stat_model(j[9])
 if j[6] == '' and ARGV[8] ~= '' then
   observe('first_token', j[10] .. SEP .. model, (now_ms - created) / 1000)
 end
-if usage == '' then
-  usage = 'null'
-else
-  local u = cjson.decode(usage)
-  local prompt, completion = tonumber(u.prompt_tokens), tonumber(u.completion_tokens)
-  if prompt and prompt >= 1 then count('prompt_tokens', model, math.floor(prompt)) end
-  if completion and completion >= 1 then
-    count('completion_tokens', model, math.floor(completion))
-    if now_ms > started then
-      observe('tokens_per_second', model, completion / ((now_ms - started) / 1000))
-    end
+-- The job's usage adds up its attempts' (earlier ones may have reported some).
+local job_usage = j[11]
+if usage ~= '' then
+  local _, completion
+  job_usage, _, completion = record_usage(id, usage, model)
+  if completion >= 1 and now_ms > started then
+    observe('tokens_per_second', model, completion / ((now_ms - started) / 1000))
   end
 end
+if not job_usage or job_usage == '' then job_usage = 'null' end
 
 emit(id, '{"type":"done","attempt":' .. attempt .. ',"result":' .. result ..
-  ',"usage":' .. usage .. '}')
+  ',"usage":' .. job_usage .. '}')
 finish(id, 'succeeded', now_ms, tonumber(ARGV[9]),
-  {'result', result, 'usage', usage, 'timings', timings_json}, ARGV[11])
+  {'result', result, 'timings', timings_json}, ARGV[11])
 if ARGV[10] == '1' then return {'ok', redis.call('HGETALL', job_key(id))} end
 return 'ok'

@@ -8,6 +8,8 @@ cluster, so building keys inside a script is safe.
 
 from __future__ import annotations
 
+from datetime import date
+
 __all__ = [
     "ALL_JOBS",
     "BATCHES_TO_FINALIZE",
@@ -22,6 +24,8 @@ __all__ = [
     "START_DEADLINES",
     "STATS",
     "STATS_MODELS",
+    "USAGE_OWNERS_PREFIX",
+    "USAGE_PREFIX",
     "WAKE_CHANNEL",
     "WORKERS",
     "api_key",
@@ -42,6 +46,8 @@ __all__ = [
     "owner_files",
     "owner_jobs",
     "queue",
+    "usage",
+    "usage_owners",
     "worker",
 ]
 
@@ -55,6 +61,8 @@ ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
 STATS = ROOT + "stats"  # HASH of fleet-wide counters and histogram buckets (stats.py)
 STATS_MODELS = ROOT + "stats:models"  # SET of the model names that have their own series
+USAGE_PREFIX = ROOT + "usage:"  # garage:usage:{owner}:{day} -> HASH of one owner's totals
+USAGE_OWNERS_PREFIX = ROOT + "usage-owners:"  # garage:usage-owners:{day} -> SET of owners
 BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts
 BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)try (ms)
 # PUBLISH "<model> <job id>" when a job becomes claimable, "<model> *<n>" when n jobs do
@@ -150,3 +158,14 @@ def file_content(file_id: str) -> str:
 
 def owner_files(owner: str) -> str:
     return f"{ROOT}owner:{owner}:files"
+
+
+def usage(owner: str, day: date) -> str:
+    """HASH of one owner's usage on one UTC day: `<counter><SEP><model>` -> count (usage.py).
+    lib.lua builds the same name from USAGE_PREFIX."""
+    return f"{USAGE_PREFIX}{owner}:{day.isoformat()}"
+
+
+def usage_owners(day: date) -> str:
+    """SET of the owners with usage on one UTC day, so an admin's read finds them all."""
+    return f"{USAGE_OWNERS_PREFIX}{day.isoformat()}"

@@ -168,7 +168,9 @@ class LeaseStore:
     ) -> tuple[ReportOutcome, Job | None]:
         """`complete`, also returning the finished job (read in the same script) when the
         result was accepted and `read_job` is set. `ended_by` is the calling broker's
-        process id: the end is published only if another process waits for it."""
+        process id: the end is published only if another process waits for it. `usage`
+        adds to the job's, charged to its owner as the job ends; a job cancelled under
+        this lease answers `ended` and is charged `usage` all the same, once."""
         reply = await self._scripts.complete(
             args=[
                 job_id,
@@ -202,8 +204,13 @@ class LeaseStore:
         error: JobError,
         retryable: bool = False,
         handback: bool = False,
+        usage: Usage | None = None,
         ended_by: str = "",
     ) -> ReportOutcome:
+        """Ends the attempt without a result: requeued (a handback, or retryable with
+        attempts left) or failed. `usage` is what the attempt used; it is charged to the
+        job's owner once the job ends, or at once if the job was cancelled under this lease
+        (then the outcome is `ended`)."""
         reason = "handed back by its worker" if handback else f"retrying: {error.message}"
         outcome = ReportOutcome(
             await self._scripts.fail(
@@ -218,6 +225,7 @@ class LeaseStore:
                     self._retention_ms,
                     reason[:500],
                     ended_by,
+                    usage.model_dump_json() if usage else "",
                 ]
             )
         )

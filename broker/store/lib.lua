@@ -12,6 +12,8 @@
 --   batch:{id}:jobs   LIST    the batch's job ids in input order
 --   batches:finalize  ZSET    batch id -> when a broker may (re)try writing its results
 --   staging:{id}:*    a batch being created (stage_batch.lua, commit_batch.lua)
+--   usage:{owner}:{day}  HASH  one owner's totals on a UTC day, "<counter>\31<model>" -> n
+--   usage-owners:{day}   SET   the owners with totals on that day
 -- Channels: ev:{id} gets "<previous entry id or -> <entry id> <event JSON>"; wake gets
 -- "<model> <job id>"
 -- when a job becomes claimable ("<model> *<n>" when n jobs of a batch do at once); ended
@@ -128,20 +130,117 @@ local function count_for_batch(batch_id, status, now_ms)
   end
 end
 
+-- Usage accounting (usage.py reads the totals). A job's `usage` field adds up what its
+-- attempts reported, and its `estimated_tokens` field the part of that which was estimated.
+-- The totals of the job's owner (a hash per owner and UTC day, fields
+-- "<counter>\31<model>") count the job once, when it ends having run; a lease the job
+-- ended under (cancelled while it ran, or past its deadline) may still report what its
+-- attempt used, once (`late_usage_lease`), and that is added to the day the job ended.
+local USAGE_PREFIX = '__USAGE_PREFIX__'
+local USAGE_OWNERS_PREFIX = '__USAGE_OWNERS_PREFIX__'
+local USAGE_RETENTION_MS = __USAGE_RETENTION_MS__
+
+-- 'YYYY-MM-DD' of the UTC day holding `ms` (Howard Hinnant's civil_from_days; Redis's Lua
+-- has no os.date).
+local function utc_day(ms)
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return string.format('%04d-%02d-%02d', y, m, d)
+end
+
+local function whole(n)
+  n = tonumber(n)
+  if not n or n < 0 then return 0 end
+  return math.floor(n)
+end
+
+-- Adds to `owner`'s totals for the UTC day of `at_ms` and `model`.
+local function charge(owner, model, at_ms, jobs, prompt, completion, estimated)
+  if jobs == 0 and prompt == 0 and completion == 0 then return end
+  local day = utc_day(at_ms)
+  local key = USAGE_PREFIX .. owner .. ':' .. day
+  for _, c in ipairs({{'jobs', jobs}, {'prompt_tokens', prompt},
+                      {'completion_tokens', completion}, {'estimated_tokens', estimated}}) do
+    if c[2] > 0 then redis.call('HINCRBY', key, c[1] .. SEP .. model, c[2]) end
+  end
+  redis.call('PEXPIRE', key, USAGE_RETENTION_MS)
+  local owners = USAGE_OWNERS_PREFIX .. day
+  redis.call('SADD', owners, owner)
+  redis.call('PEXPIRE', owners, USAGE_RETENTION_MS)
+end
+
+-- Adds one report's usage (JSON) to the job's; `label` is the model as stat_model gives
+-- it. Returns the job's usage after it (JSON) and what this report added.
+local function record_usage(id, usage_json, label)
+  local u = cjson.decode(usage_json)
+  local prompt, completion = whole(u.prompt_tokens), whole(u.completion_tokens)
+  local estimated = 0
+  if u.estimated == true then estimated = prompt + completion end
+  local key = job_key(id)
+  local had = redis.call('HMGET', key, 'usage', 'estimated_tokens')
+  local total = {prompt_tokens = prompt, completion_tokens = completion,
+                 estimated = u.estimated == true}
+  if had[1] and had[1] ~= '' and had[1] ~= 'null' then
+    local before = cjson.decode(had[1])
+    total.prompt_tokens = total.prompt_tokens + whole(before.prompt_tokens)
+    total.completion_tokens = total.completion_tokens + whole(before.completion_tokens)
+    total.estimated = total.estimated or before.estimated == true
+  end
+  total.total_tokens = total.prompt_tokens + total.completion_tokens
+  local encoded = cjson.encode(total)
+  redis.call('HSET', key, 'usage', encoded, 'estimated_tokens', whole(had[2]) + estimated)
+  if prompt > 0 then count('prompt_tokens', label, prompt) end
+  if completion > 0 then count('completion_tokens', label, completion) end
+  return encoded, prompt, completion, estimated
+end
+
+-- Lets the lease that holds a running job report its usage after the job ended under it.
+local function allow_late_usage(id, token)
+  redis.call('HSET', job_key(id), 'late_usage_lease', token)
+end
+
+-- Charges what a lease reports after its job ended under it, once; from another lease
+-- (or a second time) it charges nothing.
+local function charge_late_usage(id, token, usage_json)
+  if usage_json == '' then return end
+  local key = job_key(id)
+  local j = redis.call('HMGET', key, 'late_usage_lease', 'owner', 'model', 'finished_ms')
+  if not j[1] or j[1] == '' or j[1] ~= token then return end
+  redis.call('HSET', key, 'late_usage_lease', '')
+  local _, prompt, completion, estimated = record_usage(id, usage_json, stat_model(j[3]))
+  charge(j[2], j[3], tonumber(j[4]), 0, prompt, completion, estimated)
+end
+
 -- Moves a job to a terminal status. Terminal states never change again: every script
 -- checks the status before it writes. The job, its events and its idempotency key then
--- expire after the retention time. A batch job is counted in its batch. `ended_by` is
--- the broker process that ends it, which tells its own waiters without a message.
+-- expire after the retention time. A batch job is counted in its batch, and a job that
+-- ran in its owner's usage. `ended_by` is the broker process that ends it, which tells its
+-- own waiters without a message.
 local function finish(id, status, now_ms, retention_ms, fields, ended_by)
   local key = job_key(id)
   local j = redis.call('HMGET', key, 'batch_id', 'idem', 'watched', 'status', 'model', 'lane',
-    'started_ms')
+    'started_ms', 'owner', 'usage', 'estimated_tokens')
   local batch_id, idem, watched = j[1], j[2], j[3]
   redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
   local labels = j[6] .. SEP .. stat_model(j[5])
   count('finished', status .. SEP .. labels)
   if j[4] == 'running' then
     observe('duration', status .. SEP .. labels, (now_ms - tonumber(j[7])) / 1000)
+  end
+  if j[7] and j[7] ~= '' then
+    local u = {}
+    if j[9] and j[9] ~= '' and j[9] ~= 'null' then u = cjson.decode(j[9]) end
+    charge(j[8], j[5], now_ms, 1, whole(u.prompt_tokens), whole(u.completion_tokens),
+      whole(j[10]))
   end
   if batch_id and batch_id ~= '' then count_for_batch(batch_id, status, now_ms) end
   redis.call('ZREM', LEASES, id)

@@ -2,7 +2,7 @@
 -- expires queued jobs past their start deadline. Every broker replica may run it at any
 -- time: the script is atomic and re-checks each job's status before it writes.
 -- Touches: leases, start-deadlines, and for each job found: job:{id}, job:{id}:events,
---          queue:{model}:{lane}.
+--          queue:{model}:{lane}, usage:{owner}:{day}, usage-owners:{day}.
 -- ARGV: 1 now_ms, 2 limit per kind, 3 retention_ms
 -- Returns {requeued, failed, expired}.
 local now_ms, limit, retention_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])

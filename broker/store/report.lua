@@ -2,7 +2,7 @@
 -- A report numbered `seq` adds its text only if no report with that number or a later one
 -- was applied under this lease, so a worker may send a report again after a broken
 -- connection without doubling its text.
--- Touches: job:{id}, job:{id}:events, leases.
+-- Touches: job:{id}, job:{id}:events, leases, usage:{owner}:{day}, usage-owners:{day}.
 -- ARGV: 1 id, 2 lease token, 3 lease owner, 4 now_ms, 5 lease_ms, 6 text, 7 retention_ms,
 --       8 seq|''
 -- Returns 'ok', 'ended' (cancelled or finished: stop work), 'stale' (409) or 'gone' (404).
@@ -11,6 +11,7 @@ local j, reply = check_lease(id, ARGV[2], ARGV[3], {'first_token_ms', 'report_se
   'created_ms', 'model', 'lane'})
 if reply then return reply end
 if past_deadline(j, now_ms) then
+  allow_late_usage(id, ARGV[2])  -- the worker stops and reports what it used
   fail_job(id, j[4], now_ms, tonumber(ARGV[7]), DEADLINE_ERROR)
   return 'ended'
 end

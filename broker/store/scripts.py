@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
-from .stats import lua_placeholders
+from .stats import lua_placeholders as stats_placeholders
+from .usage import lua_placeholders as usage_placeholders
 
 if TYPE_CHECKING:
     from .script_channel import ScriptChannel
@@ -42,7 +43,8 @@ _PLACEHOLDERS = {
     "__BATCH_CHANNEL_PREFIX__": keys.BATCH_CHANNEL_PREFIX,
     **{f"__CODE_{code.name.upper()}__": code.value for code in ErrorCode},
     **{f"__TYPE_{kind.name.upper()}__": kind.value for kind in JobErrorType},
-    **lua_placeholders(),
+    **stats_placeholders(),
+    **usage_placeholders(),
 }
 
 

@@ -99,7 +99,12 @@ def test_chat_completion_embedding_on_both_backends(start_broker, start_fake, st
         assert done["worker"].startswith(rig)
         message = done["result"]["choices"][0]["message"]
         assert message == {"role": "assistant", "content": "echo: hello there garage"}
-        assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        assert done["usage"] == {
+            "prompt_tokens": 3,
+            "completion_tokens": 4,
+            "total_tokens": 7,
+            "estimated": False,
+        }
         timings = done["timings"]
         assert timings["run_ms"] >= 0 and timings["total_ms"] >= timings["run_ms"]
         assert timings["backend_ms"] > 0
