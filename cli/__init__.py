@@ -13,6 +13,7 @@ from .fleet import workers
 from .job import job
 from .models import models
 from .up import up
+from .usage import usage
 from .worker import worker
 
 __all__ = ["main"]
@@ -46,4 +47,5 @@ main.add_command(batch)
 main.add_command(models)
 main.add_command(worker)
 main.add_command(workers)
+main.add_command(usage)
 main.add_command(completion)

@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import date
 from typing import Any
 
 import httpx
@@ -35,6 +36,8 @@ from garage.contract import (
     Lane,
     ModelList,
     Role,
+    UsageGroup,
+    UsageReport,
     WorkerList,
     job_event_adapter,
 )
@@ -276,6 +279,29 @@ class AsyncClient:
 
     async def workers(self) -> WorkerList:
         return WorkerList.model_validate(await self._http.json("GET", "/v1/workers"))
+
+    async def usage(
+        self,
+        *,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        days: int | None = None,
+        model: str | None = None,
+        owner: str | None = None,
+        group_by: Sequence[UsageGroup | str] | None = None,
+    ) -> UsageReport:
+        """Jobs and tokens per UTC day and model from `start` (or the last `days` days) to
+        `end`, both included; by default the last 30 days, by the broker's clock. Your
+        key's own, or with an admin key everyone's per owner (or one `owner`'s)."""
+        params = {
+            "start": start and str(start),
+            "end": end and str(end),
+            "days": days,
+            "model": model,
+            "owner": owner,
+            "group_by": ",".join(str(UsageGroup(g)) for g in group_by) if group_by else None,
+        }
+        return UsageReport.model_validate(await self._http.json("GET", "/v1/usage", params=params))
 
     # files and batches (OpenAI's Batch API)
 

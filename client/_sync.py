@@ -22,6 +22,7 @@ from garage.contract import (
     Kind,
     Lane,
     ModelList,
+    UsageReport,
     WorkerList,
 )
 
@@ -291,6 +292,10 @@ class Client:
 
     def workers(self) -> WorkerList:
         return self._call(self._client.workers)
+
+    def usage(self, **filters: Any) -> UsageReport:
+        """`AsyncClient.usage`: start, end, model, owner, group_by."""
+        return self._call(self._client.usage, **filters)
 
     def create_key(self, role: str, name: str) -> KeyCreated:
         return self._call(self._client.create_key, role, name)
