@@ -41,6 +41,7 @@ from .health import combine
 from .retries import call_broker
 from .runner import JobRunner
 from .settings import WorkerSettings
+from .usage import UsageCounter
 
 __all__ = ["Worker"]
 
@@ -63,6 +64,7 @@ class Worker:
         self.settings = settings
         self._api = api
         self._backend = backend
+        self._usage = UsageCounter(backend.count_tokens)
         self._gpu = gpu
         # the id allows fewer characters than a name: "rig 1 <x>" polls as "rig-1--x--..."
         self.worker_id = f"{_ID_UNSAFE.sub('-', settings.name)[:100]}-{secrets.token_hex(3)}"
@@ -176,7 +178,11 @@ class Worker:
 
     def _start(self, lease: Lease) -> None:
         runner = JobRunner(
-            lease, api=self._api, backend=self._backend, heartbeat_s=self.settings.heartbeat_s
+            lease,
+            api=self._api,
+            backend=self._backend,
+            usage=self._usage,
+            heartbeat_s=self.settings.heartbeat_s,
         )
         # Keyed by lease: the broker may lease a job to this worker again (its earlier
         # lease ran out) while the runner of the earlier lease is still winding down.

@@ -231,6 +231,9 @@ class _Answering:
     async def ping(self) -> bool:
         return await self.inner.ping()
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return await self.inner.count_tokens(model, text)
+
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
     ) -> BackendResult:

@@ -28,8 +28,8 @@ from garage.worker.backends import (
     BackendUnavailable,
     make_backend,
 )
-from garage.worker.backends.openai import api_root
-from tests.fakes import FakeServer, FakeState, count_tokens, embedding, reply_tokens
+from garage.worker.backends.openai import api_root, server_root
+from tests.fakes import FakeServer, FakeState, count_tokens, embedding, reply_tokens, token_ids
 from tests.fakes import ollama as ollama_fake
 from tests.fakes import openai as openai_fake
 from tests.support import ROOT
@@ -139,7 +139,7 @@ async def test_chat_streams_text_and_returns_an_openai_response(rig: Rig) -> Non
     }
     assert expected == {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9}
     assert result["usage"] == expected
-    assert done.usage.model_dump() == expected
+    assert (done.prompt_tokens, done.completion_tokens) == (4, 5)
     assert done.first_token_ms is not None and done.wall_ms >= done.first_token_ms
     if rig.name == "ollama":
         assert done.backend_ms == record.final["total_duration"] / 1e6
@@ -152,7 +152,7 @@ async def test_chat_hits_max_tokens(rig: Rig) -> None:
     done = await rig.backend.run(Kind.chat, chat("one two three four", max_tokens=2))
     choice = done.result["choices"][0]
     assert (choice["message"]["content"], choice["finish_reason"]) == ("echo: one", "length")
-    assert done.usage.completion_tokens == 2
+    assert done.completion_tokens == 2
 
 
 async def test_completion(rig: Rig) -> None:
@@ -163,7 +163,7 @@ async def test_completion(rig: Rig) -> None:
     assert done.result["object"] == "text_completion"
     assert done.result["choices"][0]["text"] == "echo: once upon a time"
     assert done.result["choices"][0]["finish_reason"] == "stop"
-    assert done.usage.prompt_tokens == 4 and done.usage.completion_tokens == 5
+    assert done.prompt_tokens == 4 and done.completion_tokens == 5
 
 
 @pytest.mark.parametrize("given", ["hello world", ["hello world", "bye"]])
@@ -175,7 +175,7 @@ async def test_embedding(rig: Rig, given: str | list[str]) -> None:
     assert {d["object"] for d in done.result["data"]} == {"embedding"}
     assert [d["embedding"] for d in done.result["data"]] == [embedding(t, 8) for t in texts]
     assert done.result["usage"]["prompt_tokens"] == count_tokens(texts)
-    assert done.usage.prompt_tokens == done.usage.total_tokens == count_tokens(texts)
+    assert done.prompt_tokens == count_tokens(texts) and done.completion_tokens == 0
 
 
 async def test_embedding_as_base64(rig: Rig) -> None:
@@ -442,7 +442,9 @@ async def test_openai_server_that_ignores_include_usage(openai: Rig) -> None:
     openai.fake.configure(include_usage=False)
     done = await openai.backend.run(Kind.chat, chat("hi there"))
     assert done.result["choices"][0]["message"]["content"] == "echo: hi there"
-    assert done.usage.total_tokens == 0  # nothing reported, nothing counted
+    # Nothing reported is not zero: the counts are missing, for the worker to count.
+    assert (done.prompt_tokens, done.completion_tokens) == (None, None)
+    assert done.result["usage"] is None
 
 
 async def test_openai_server_that_ignores_stream(openai: Rig) -> None:
@@ -452,7 +454,7 @@ async def test_openai_server_that_ignores_stream(openai: Rig) -> None:
     done = await openai.backend.run(Kind.chat, chat("hi there"), pieces)
     assert pieces.items == ["echo: hi there"]
     assert done.result["choices"][0]["message"]["content"] == "echo: hi there"
-    assert done.usage.total_tokens == 5
+    assert (done.prompt_tokens, done.completion_tokens) == (2, 3)
     done = await openai.backend.run(Kind.chat, chat("call home", tools=[tool]))
     [call] = done.result["choices"][0]["message"]["tool_calls"]
     assert json.loads(call["function"]["arguments"]) == {"text": "home"}
@@ -460,11 +462,43 @@ async def test_openai_server_that_ignores_stream(openai: Rig) -> None:
     assert done.result["choices"][0]["text"] == "echo: hi"
 
 
+@pytest.mark.parametrize("server", ["llama.cpp", "vllm"])
+async def test_openai_counts_with_the_servers_tokenizer_found_by_one_probe(
+    openai: Rig, server: str
+) -> None:
+    openai.fake.configure(tokenize=server)
+    assert await openai.backend.count_tokens("fake-chat", "the quick brown fox") == 4
+    assert await openai.backend.count_tokens("fake-chat", "jumps") == 1
+    if server == "llama.cpp":
+        assert openai.fake.tokenized == [{"content": "the quick brown fox"}, {"content": "jumps"}]
+    else:  # llama.cpp's format first (refused), then vLLM's, kept from then on
+        assert openai.fake.tokenized == [
+            {"content": "the quick brown fox"},
+            {"model": "fake-chat", "prompt": "the quick brown fox", "add_special_tokens": False},
+            {"model": "fake-chat", "prompt": "jumps", "add_special_tokens": False},
+        ]
+
+
+async def test_openai_server_without_a_tokenizer_is_probed_once(openai: Rig) -> None:
+    assert await openai.backend.count_tokens("fake-chat", "hi there") is None
+    assert await openai.backend.count_tokens("fake-chat", "and again") is None
+    assert len(openai.fake.tokenized) == 2  # each format asked once, then never again
+
+
+async def test_openai_tokenizer_of_a_server_that_is_down_counts_nothing(
+    http: httpx.AsyncClient,
+) -> None:
+    backend = make_backend("openai", unused_url(), http)
+    assert await backend.count_tokens("fake-chat", "hi") is None
+
+
 def test_openai_api_root() -> None:
     assert api_root("http://rig:8000") == "http://rig:8000/v1"
     assert api_root("http://rig:8000/") == "http://rig:8000/v1"
     assert api_root("http://rig:8000/v1/") == "http://rig:8000/v1"
     assert api_root("https://openrouter.ai/api/v1") == "https://openrouter.ai/api/v1"
+    assert server_root("http://rig:8000/v1/") == "http://rig:8000"
+    assert server_root("https://openrouter.ai/api/v1") == "https://openrouter.ai/api"
 
 
 # --- the fakes speak their servers' wire formats --------------------------------------------
@@ -517,6 +551,26 @@ async def test_openai_fake_error_formats(openai: Rig, http: httpx.AsyncClient) -
     data = await sse_data(http, openai.url + "/v1/chat/completions", chat("hi", stream=True))
     assert data[-1] == "[DONE]"
     assert json.loads(data[-2])["error"]["message"] == "injected failure"
+
+
+async def test_openai_fake_tokenize_formats(openai: Rig, http: httpx.AsyncClient) -> None:
+    url = f"{openai.url}/tokenize"
+    assert (await http.post(url, json={"content": "a b"})).status_code == 404
+    openai.fake.configure(tokenize="llama.cpp")
+    reply = await http.post(url, json={"content": "a b"})
+    assert reply.json() == {"tokens": token_ids("a b")}
+    reply = await http.post(url, json={"content": "a b", "add_special": True})
+    assert reply.json()["tokens"][1:] == token_ids("a b")
+    assert (await http.post(url, json={"prompt": "a b"})).json() == {"tokens": []}
+    openai.fake.configure(tokenize="vllm")
+    reply = await http.post(url, json={"model": "fake-chat", "prompt": "a b"})
+    assert reply.json() == {  # BOS first, as vLLM adds special tokens unless told not to
+        "count": 3,
+        "max_model_len": 4096,
+        "tokens": [1, *token_ids("a b")],
+        "token_strs": None,
+    }
+    assert (await http.post(url, json={"content": "a b"})).status_code == 400
 
 
 async def test_ollama_fake_chat_stream_format(ollama: Rig, http: httpx.AsyncClient) -> None:

@@ -24,7 +24,8 @@ async def test_chat_streams_a_reply_that_says_it_is_no_model(demo) -> None:
     content = done.result["choices"][0]["message"]["content"]
     assert content == "[garage demo backend, not a model] You said: two words"
     assert "".join(pieces) == content and len(pieces) == len(content.split())
-    assert done.usage.prompt_tokens == 2 and done.usage.completion_tokens == len(pieces)
+    assert done.prompt_tokens == 2 and done.completion_tokens == len(pieces)
+    assert await demo.count_tokens(DEMO_MODEL, content) == len(pieces)  # its token: a word
     assert done.result["object"] == "chat.completion" and done.first_token_ms is not None
 
 

@@ -8,8 +8,9 @@ This module holds what they share:
 - `FakeState`, the config plus a log of every request and how it ended (`Outcome`), and
   `wait_for` to block on a condition with a deadline.
 - Deterministic content: the reply to a prompt is "echo: " + the prompt, one token per word
-  (`reply_tokens`); prompt tokens are words (`count_tokens`); an embedding is a unit vector
-  drawn from a hash of the text (`embedding`).
+  (`reply_tokens`); prompt tokens are words (`count_tokens`, and the openai fake's
+  `/tokenize`: `token_ids`); an embedding is a unit vector drawn from a hash of the text
+  (`embedding`).
 - `FakeResponse`, which sends a reply while watching for the client to leave, as real
   servers do, so a test can see a cancelled job reach the backend.
 - `control_routes`: `/_fake/requests`, `/_fake/config`, `/_fake/reset`, to observe and
@@ -57,6 +58,7 @@ __all__ = [
     "message_text",
     "paced",
     "reply_tokens",
+    "token_ids",
 ]
 
 DEFAULT_MODELS = ("fake-chat", "fake-embed")
@@ -73,10 +75,16 @@ class FakeConfig:
     fail_message: str = "injected failure"  # the message of fail_status and error_after
     cut_after: int | None = None  # drop the connection after this many tokens, mid-body
     error_after: int | None = None  # after this many tokens, the server's in-stream error
+    stall_after: int | None = None  # after this many tokens, silence until the client leaves
     hang: bool = False  # take generation and embedding requests, never send a byte
     embedding_dim: int = 8
     # openai only
-    include_usage: bool = True  # honour stream_options.include_usage (old servers ignore it)
+    # Honour stream_options.include_usage; False streams no usage chunk, as llama-cpp-python's
+    # server and older ones do.
+    include_usage: bool = True
+    # Serve POST /tokenize in llama.cpp's server's format ("llama.cpp": {"content"} ->
+    # {"tokens"}) or vLLM's ("vllm": {"model", "prompt"} -> {"count", "tokens", ...}).
+    tokenize: str | None = None
     ignore_stream: bool = False  # answer `stream: true` with one JSON body, as some servers do
     legacy_errors: bool = False  # older vLLM's flat {"object": "error", ...} error body
     api_key: str | None = None  # require `Authorization: Bearer <api_key>`
@@ -114,6 +122,7 @@ class FakeState:
         self.config = config or FakeConfig()
         self._initial = dataclasses.replace(self.config)
         self.requests: list[RequestRecord] = []
+        self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize requests (openai)
         self._changed = threading.Condition()
 
     def configure(self, **changes: Any) -> FakeConfig:
@@ -124,6 +133,7 @@ class FakeState:
         """Forget all requests and go back to the starting config, plus `changes`."""
         with self._changed:
             self.requests.clear()
+            self.tokenized.clear()
             self.config = dataclasses.replace(self._initial, **changes)
             self._changed.notify_all()
 
@@ -133,6 +143,11 @@ class FakeState:
             self.requests.append(record)
             self._changed.notify_all()
         return record
+
+    def record_tokenize(self, body: dict[str, Any]) -> None:
+        with self._changed:
+            self.tokenized.append(body)
+            self._changed.notify_all()
 
     def finish(self, record: RequestRecord, outcome: Outcome) -> None:
         with self._changed:
@@ -167,6 +182,11 @@ def count_tokens(texts: Iterable[str]) -> int:
     return sum(len(text.split()) for text in texts)
 
 
+def token_ids(text: str) -> list[int]:
+    """The fake tokenizer (a token per word, as `count_tokens` counts): an id per word."""
+    return [2 + int.from_bytes(hashlib.sha256(word.encode()).digest()[:2]) for word in text.split()]
+
+
 def message_text(content: Any) -> str:
     """The text of a chat message's content: a string, or the text parts of a list."""
     if isinstance(content, list):
@@ -195,6 +215,7 @@ async def paced(state: FakeState, record: RequestRecord, tokens: list[str]) -> A
     at the latest before the end, so a reply never completes when either is set."""
     config = state.config
     for i, token in enumerate(tokens):
+        await _stall(config, sent=i)
         _inject(config, sent=i)
         delay = (
             config.first_token_s
@@ -207,7 +228,13 @@ async def paced(state: FakeState, record: RequestRecord, tokens: list[str]) -> A
             await asyncio.sleep(delay)
         record.tokens_sent += 1
         yield token
+    await _stall(config, sent=None)
     _inject(config, sent=None)
+
+
+async def _stall(config: FakeConfig, sent: int | None) -> None:
+    if config.stall_after is not None and (sent is None or sent >= config.stall_after):
+        await asyncio.Event().wait()  # ends when the client leaves (FakeResponse cancels it)
 
 
 def _inject(config: FakeConfig, sent: int | None) -> None:
@@ -420,7 +447,12 @@ def main(name: str, build_app: Callable[[FakeState], ASGIApp], argv: Sequence[st
     parser.add_argument("--fail-status", type=int, help="answer jobs with this HTTP status")
     parser.add_argument("--cut-after", type=int, help="drop streams after N tokens")
     parser.add_argument("--error-after", type=int, help="in-stream error after N tokens")
+    parser.add_argument("--stall-after", type=int, help="go silent after N tokens")
     parser.add_argument("--hang", action="store_true", help="never answer jobs")
+    parser.add_argument(
+        "--no-usage-chunk", action="store_true", help="stream no usage chunk (openai)"
+    )
+    parser.add_argument("--tokenize", choices=("llama.cpp", "vllm"), help="serve /tokenize")
     parser.add_argument("--embedding-dim", type=int, default=8)
     parser.add_argument("--api-key", help="require this Bearer key (openai)")
     args = parser.parse_args(argv)
@@ -432,7 +464,10 @@ def main(name: str, build_app: Callable[[FakeState], ASGIApp], argv: Sequence[st
             fail_status=args.fail_status,
             cut_after=args.cut_after,
             error_after=args.error_after,
+            stall_after=args.stall_after,
             hang=args.hang,
+            include_usage=not args.no_usage_chunk,
+            tokenize=args.tokenize,
             embedding_dim=args.embedding_dim,
             api_key=args.api_key,
         )

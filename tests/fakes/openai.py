@@ -1,10 +1,16 @@
 """A fake OpenAI-compatible server, shaped like vLLM's: routes, SSE chunks, error bodies.
 
 Routes: `GET /v1/models`, `GET /health`, `POST /v1/chat/completions`,
-`POST /v1/completions`, `POST /v1/embeddings`, plus the `/_fake/...` control routes.
+`POST /v1/completions`, `POST /v1/embeddings`, `POST /tokenize` (with `tokenize` set),
+plus the `/_fake/...` control routes.
 A streamed reply is SSE: a first chat chunk with `delta.role`, one chunk per token (the
 last one carries `finish_reason` and `stop_reason`), then, when the request set
-`stream_options.include_usage`, a chunk with `choices: []` and `usage`, then `data: [DONE]`.
+`stream_options.include_usage` (and `include_usage` is on: llama-cpp-python's server never
+sends one), a chunk with `choices: []` and `usage`, then `data: [DONE]`.
+`/tokenize` speaks llama.cpp's server's format (`{"content", "add_special"}` ->
+`{"tokens"}`; a body without `content` gets no tokens, not an error) or vLLM's
+(`{"model", "prompt", "add_special_tokens"}` -> `{"count", "max_model_len", "tokens",
+"token_strs"}`, BOS first unless `add_special_tokens` is false), a token per word.
 Errors are `{"error": {"message", "type", "param", "code"}}` with `code` the HTTP status
 (or older vLLM's flat `{"object": "error", ...}` with `legacy_errors`); an error while
 streaming is such an object as a data line, followed by `[DONE]`, as vLLM sends it.
@@ -47,6 +53,7 @@ from tests.fakes import (
     message_text,
     paced,
     reply_tokens,
+    token_ids,
 )
 
 __all__ = ["build_app", "error_body"]
@@ -79,6 +86,9 @@ def build_app(state: FakeState | None = None) -> Starlette:
     async def embeddings(request: Request) -> Response:
         return await _embed(state, request)
 
+    async def tokenize(request: Request) -> Response:
+        return await _tokenize(state, request)
+
     app = Starlette(
         routes=[
             Route("/v1/models", models),
@@ -86,6 +96,7 @@ def build_app(state: FakeState | None = None) -> Starlette:
             Route("/v1/chat/completions", chat, methods=["POST"]),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
             *control_routes(state),
         ]
     )
@@ -285,6 +296,32 @@ async def _embed(state: FakeState, request: Request) -> Response:
         yield dumps(record.final)
 
     return FakeResponse(state, record, reply(), whole=True)
+
+
+_BOS = 1
+
+
+async def _tokenize(state: FakeState, request: Request) -> Response:
+    """llama.cpp's or vLLM's `/tokenize`, or the 404 of a server without one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    state.record_tokenize(body)
+    kind = state.config.tokenize
+    if kind is None:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    if kind == "llama.cpp":
+        content = body.get("content")
+        ids = token_ids(content) if isinstance(content, str) else []
+        return JSONResponse({"tokens": ([_BOS] if body.get("add_special") else []) + ids})
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        return JSONResponse(error_body(state.config, 400, "Field required", "prompt"), 400)
+    ids = ([_BOS] if body.get("add_special_tokens", True) else []) + token_ids(prompt)
+    return JSONResponse({"count": len(ids), "max_model_len": 4096, "tokens": ids,
+                         "token_strs": None})  # fmt: skip
 
 
 async def _admit(

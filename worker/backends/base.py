@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
-from garage.contract import JobError, Kind, Usage
+from garage.contract import JobError, Kind
 
 __all__ = [
     "PING_TIMEOUT_S",
@@ -44,6 +44,7 @@ __all__ = [
     "guard",
     "open_stream",
     "read_body",
+    "reported_count",
     "request_model",
 ]
 
@@ -57,10 +58,15 @@ OnText = Callable[[str], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class BackendResult:
-    """One finished job: the OpenAI-shaped response and what it cost."""
+    """One finished job: the OpenAI-shaped response and what it cost.
+
+    The token counts are the backend's own, None where it reported nothing (a server that
+    ignores `stream_options.include_usage`, say): never a zero that nobody counted. The
+    worker fills those in (`worker/usage.py`)."""
 
     result: dict[str, Any]  # chat.completion, text_completion or an embedding list
-    usage: Usage  # as the backend reported it; zeros where it reported nothing
+    prompt_tokens: int | None
+    completion_tokens: int | None
     wall_ms: float  # request sent to last byte read, measured here
     backend_ms: float | None = None  # the backend's own total (Ollama), else the wall time
     first_token_ms: float | None = None  # request sent to first text piece; None if no text
@@ -76,6 +82,11 @@ class Backend(Protocol):
 
     async def ping(self) -> bool:
         """Cheap health check: True when the backend answers. Never raises."""
+        ...
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens in `text` by `model`'s own tokenizer, where the backend exposes one;
+        None where it does not or cannot answer now. Never raises."""
         ...
 
     async def run(
@@ -140,6 +151,14 @@ async def answers(http: httpx.AsyncClient, url: str, headers: dict[str, str]) ->
     except httpx.HTTPError:
         return False
     return response.is_success
+
+
+def reported_count(value: Any) -> int | None:
+    """A token count as a server reported it: a non-negative int, else None (absent, null,
+    or not a count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def request_model(request: dict[str, Any]) -> str:

@@ -37,6 +37,9 @@ class DemoBackend:
     async def ping(self) -> bool:
         return True
 
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return len(text.split())  # its token is a word
+
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
     ) -> BackendResult:
@@ -69,7 +72,8 @@ class DemoBackend:
         wall_ms = (time.monotonic() - started) * 1000
         return BackendResult(
             result=_response(kind, model, text, finish, usage),
-            usage=usage,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
             wall_ms=wall_ms,
             backend_ms=wall_ms,
             first_token_ms=first_token_ms,
@@ -79,7 +83,6 @@ class DemoBackend:
         inputs = request["input"]
         texts = [inputs] if isinstance(inputs, str) else [str(item) for item in inputs]
         tokens = sum(len(text.split()) for text in texts)
-        usage = Usage(prompt_tokens=tokens, total_tokens=tokens)
         result = {
             "object": "list",
             "model": DEMO_MODEL,
@@ -90,7 +93,13 @@ class DemoBackend:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         wall_ms = (time.monotonic() - started) * 1000
-        return BackendResult(result=result, usage=usage, wall_ms=wall_ms, backend_ms=wall_ms)
+        return BackendResult(
+            result=result,
+            prompt_tokens=tokens,
+            completion_tokens=0,
+            wall_ms=wall_ms,
+            backend_ms=wall_ms,
+        )
 
 
 def _prompt(kind: Kind, request: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Owns the translation both ways: an OpenAI-shaped request becomes Ollama's body (sampling
 parameters move into `options`, content parts become text plus base64 images, tool-call
 arguments become objects), and Ollama's NDJSON stream becomes one OpenAI-shaped response
-carrying usage and Ollama's own timings. Connection handling and error classification are
+carrying the token counts Ollama reports (`prompt_eval_count`, `eval_count`) and its own
+timings. Connection handling and error classification are
 `base`'s.
 
 Ollama-only fields a request may carry pass through: `options` (merged last, e.g.
@@ -24,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from garage.contract import Kind, Usage
+from garage.contract import Kind
 
 from .base import (
     BackendRejected,
@@ -35,6 +36,7 @@ from .base import (
     fetch_body,
     guard,
     open_stream,
+    reported_count,
     request_model,
 )
 
@@ -80,6 +82,9 @@ class OllamaBackend:
 
     async def ping(self) -> bool:
         return await answers(self._http, self._url + "/api/version", self._headers)
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return None  # Ollama's API has no tokenizer route; its streams report counts
 
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
@@ -138,7 +143,7 @@ class OllamaBackend:
         if not isinstance(vectors, list):
             raise BackendUnavailable("ollama: the embed reply has no `embeddings`")
         as_base64 = request.get("encoding_format") == "base64"
-        prompt_tokens = reply.get("prompt_eval_count") or 0
+        prompt_tokens = reported_count(reply.get("prompt_eval_count"))
         result = {
             "object": "list",
             "data": [
@@ -150,11 +155,13 @@ class OllamaBackend:
                 for i, v in enumerate(vectors)
             ],
             "model": model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
+        if prompt_tokens is not None:
+            result["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
         return BackendResult(
             result=result,
-            usage=Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=0,  # an embedding generates nothing
             wall_ms=wall_ms,
             backend_ms=_ns_to_ms(reply.get("total_duration")) or wall_ms,
         )
@@ -200,13 +207,9 @@ class _Stream:
     def to_result(self, kind: Kind, model: str) -> BackendResult:
         final = self.final or {}
         ended = time.perf_counter()
-        prompt_tokens = final.get("prompt_eval_count") or 0
-        completion_tokens = final.get("eval_count") or 0
-        usage = Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
+        # Ollama leaves prompt_eval_count out when the whole prompt came from its cache.
+        prompt_tokens = reported_count(final.get("prompt_eval_count"))
+        completion_tokens = reported_count(final.get("eval_count"))
         text = "".join(self.parts)
         reason = final.get("done_reason") or "stop"
         if reason not in ("stop", "length"):  # "load"/"unload" only end empty requests
@@ -229,11 +232,17 @@ class _Stream:
             "created": int(time.time()),
             "model": final.get("model") or model,
             "choices": [choice],
-            "usage": usage.model_dump(),
         }
+        if prompt_tokens is not None and completion_tokens is not None:
+            result["usage"] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
         return BackendResult(
             result=result,
-            usage=usage,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             wall_ms=wall_ms,
             backend_ms=_ns_to_ms(final.get("total_duration")) or wall_ms,
             first_token_ms=(

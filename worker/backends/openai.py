@@ -6,7 +6,9 @@ into one OpenAI-shaped response (text and tool-call fragments joined per choice,
 reason, the usage of the last chunk that had one). Embeddings are one plain request.
 Connection handling and error classification are `base`'s.
 
-A server that ignores `include_usage` reports zero usage: nothing is counted here.
+A server that ignores `include_usage` (llama-cpp-python's, older ones) reports no usage:
+its counts are None, for the worker to count (`worker/usage.py`) with the server's own
+tokenizer where it exposes one (`count_tokens`, `tokenize.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from garage.contract import Kind, Usage
+from garage.contract import Kind
 
 from .base import (
     BackendError,
@@ -35,10 +37,12 @@ from .base import (
     guard,
     open_stream,
     read_body,
+    reported_count,
     request_model,
 )
+from .tokenize import ServerTokenizer
 
-__all__ = ["DEFAULT_URL", "OpenAIBackend", "api_root"]
+__all__ = ["DEFAULT_URL", "OpenAIBackend", "api_root", "server_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,12 @@ def api_root(base_url: str) -> str:
     return root + "/v1" if httpx.URL(root).path in ("", "/") else root
 
 
+def server_root(base_url: str) -> str:
+    """Where a server's own routes (vLLM's and llama.cpp's `/tokenize`) hang off: the API
+    root without its `/v1`."""
+    return api_root(base_url).removesuffix("/v1")
+
+
 class OpenAIBackend:
     """A server speaking the OpenAI API, local or remote (Bearer `api_key`)."""
 
@@ -61,6 +71,7 @@ class OpenAIBackend:
         self._http = http
         self._url = api_root(base_url)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._tokenizer = ServerTokenizer(http, server_root(base_url), self._headers)
 
     async def list_models(self) -> list[str]:
         reply = await self._request_json("GET", "/models")
@@ -68,6 +79,9 @@ class OpenAIBackend:
 
     async def ping(self) -> bool:
         return await answers(self._http, self._url + "/models", self._headers)
+
+    async def count_tokens(self, model: str, text: str) -> int | None:
+        return await self._tokenizer.count(model, text)
 
     async def run(
         self, kind: Kind, request: dict[str, Any], on_text: OnText | None = None
@@ -118,9 +132,11 @@ class OpenAIBackend:
         wall_ms = (time.perf_counter() - started) * 1000
         if not isinstance(reply.get("data"), list):
             raise BackendUnavailable("the embeddings reply has no `data`")
+        usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
         return BackendResult(
             result=reply | {"object": "list"},
-            usage=_usage(reply.get("usage")),
+            prompt_tokens=reported_count(usage.get("prompt_tokens")),
+            completion_tokens=0,  # an embedding generates nothing
             wall_ms=wall_ms,
             backend_ms=wall_ms,
         )
@@ -190,8 +206,9 @@ class _Assembly:
         for key in ("id", "created", "model", "system_fingerprint"):
             if chunk.get(key) is not None:
                 self.head[key] = chunk[key]
-        if chunk.get("usage"):  # null on every chunk but the last, when a server sends it
-            self.usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and usage:  # null on all chunks but the last, if any
+            self.usage = usage
         text = ""
         for choice in chunk.get("choices") or []:
             index = choice.get("index", 0)
@@ -245,7 +262,7 @@ class _Assembly:
             choices.append(
                 body | {"logprobs": None, "finish_reason": choice.finish_reason or "stop"}
             )
-        usage = _usage(self.usage)
+        reported = self.usage or {}
         prefix, obj = ("chatcmpl", "chat.completion")
         if self.kind == Kind.completion:
             prefix, obj = ("cmpl", "text_completion")
@@ -255,7 +272,7 @@ class _Assembly:
             "created": self.head.get("created") or int(time.time()),
             "model": self.head.get("model") or self.model,
             "choices": choices,
-            "usage": self.usage or usage.model_dump(),
+            "usage": self.usage,  # None when the server sent none: the worker counts
         }
         if "system_fingerprint" in self.head:
             result["system_fingerprint"] = self.head["system_fingerprint"]
@@ -263,24 +280,13 @@ class _Assembly:
         first = self.first_text_at
         return BackendResult(
             result=result,
-            usage=usage,
+            prompt_tokens=reported_count(reported.get("prompt_tokens")),
+            completion_tokens=reported_count(reported.get("completion_tokens")),
             wall_ms=wall_ms,
             backend_ms=wall_ms,
             first_token_ms=None if first is None else (first - self.started) * 1000,
             eval_ms=None if first is None else (ended - first) * 1000,
         )
-
-
-def _usage(reported: Any) -> Usage:
-    """A server's usage as counts, tolerating missing or null fields."""
-    if not isinstance(reported, dict):
-        return Usage()
-    names = ("prompt_tokens", "completion_tokens", "total_tokens")
-    counts = {name: n for name in names if isinstance(n := reported.get(name), int)}
-    counts.setdefault(
-        "total_tokens", counts.get("prompt_tokens", 0) + counts.get("completion_tokens", 0)
-    )
-    return Usage(**counts)
 
 
 def _stream_error(chunk: dict[str, Any]) -> BackendError:
