@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from garage.contract import Role
+from garage.contract import KeyLimits, Role
 
 from .errors import Forbidden, Unauthorized
 from .store.apikeys import ApiKeyStore, hash_secret
@@ -26,6 +26,7 @@ class Principal:
     id: str  # the key id; a user's jobs are owned by it
     role: Role
     name: str
+    limits: KeyLimits = field(default_factory=KeyLimits)  # None fields: the broker's defaults
 
     def require(self, *roles: Role) -> None:
         if self.role is not Role.admin and self.role not in roles:
@@ -64,7 +65,7 @@ class Authenticator:
         if info is None:
             self._cache.pop(digest, None)
             raise Unauthorized("invalid API key")
-        principal = Principal(id=info.id, role=info.role, name=info.name)
+        principal = Principal(id=info.id, role=info.role, name=info.name, limits=info.limits)
         if self._cache_s > 0:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
@@ -72,8 +73,8 @@ class Authenticator:
         return principal
 
     def forget(self, key_id: str | None) -> None:
-        """Drops a revoked key from this process's cache at once; None: every key (a
-        revocation may have been missed)."""
+        """Drops a revoked (or changed) key from this process's cache at once; None: every
+        key (a change may have been missed)."""
         if key_id is None:
             self._cache.clear()
         else:

@@ -3,6 +3,7 @@
     APIError (status, type, code)
     ├── BadRequest (400) · Unauthorized (401) · Forbidden (403) · NotFound (404)
     ├── LeaseLost (409) · Conflict (409) · PayloadTooLarge (413)
+    ├── RateLimited (429, with Retry-After)
     └── Unavailable (503)
 
 Every error the broker answers, a validation failure or malformed JSON included, has the
@@ -91,6 +92,10 @@ class Conflict(APIError):
 
 class PayloadTooLarge(APIError):
     status, type, code = 413, "invalid_request_error", ErrorCode.payload_too_large
+
+
+class RateLimited(APIError):
+    status, type, code = 429, "rate_limit_error", ErrorCode.rate_limit_exceeded
 
 
 class Unavailable(APIError):

@@ -67,6 +67,18 @@ class BrokerSettings(BaseSettings):
         "reads it; then the answer is 408 and the connection is closed. Long-polls and "
         "streamed answers are not limited: only the reading of the request is.",
     )
+    default_requests_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Job submits a minute a key may make, unless an admin set its own "
+        "(a batch is one; a minute's worth may come at once); 0: no limit.",
+    )
+    default_max_active_jobs: int = Field(
+        100_000,
+        ge=0,
+        description="Jobs a key may have queued or running at once, unless an admin set "
+        "its own (a batch's jobs count); 0: no limit.",
+    )
     key_cache_s: float = Field(
         5.0, ge=0, description="Seconds an authenticated key is cached in memory."
     )

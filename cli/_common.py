@@ -25,6 +25,7 @@ from garage.client.errors import (
     BrokerUnreachable,
     GarageError,
     NotFound,
+    RateLimited,
     Unavailable,
 )
 from garage.contract import ErrorCode
@@ -105,6 +106,8 @@ def run_async(coro_fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
                 fail(exc.message, EXIT_NO_CAPACITY)
             # the broker answers but cannot serve now (its Redis is down): as unreachable
             fail(exc.message, EXIT_UNREACHABLE)
+        except RateLimited as exc:  # the client waited out what it could
+            fail(f"{exc.message} (HTTP 429)", EXIT_FAILED)
         except APIError as exc:
             fail(f"{exc.message} (HTTP {exc.status})", EXIT_FAILED if exc.status >= 500 else 2)
         except BrokerUnreachable as exc:

@@ -1,13 +1,13 @@
-"""`garage admin key create`: key management."""
+"""`garage admin key create|list|revoke|limits`: key management."""
 
 from __future__ import annotations
 
 import click
 
 from garage.client import AsyncClient
-from garage.contract import Role
+from garage.contract import KeyInfo, KeyLimitsUpdate, Role
 
-from ._common import broker_options, print_json, run_async
+from ._common import broker_options, print_json, print_rows, run_async
 
 __all__ = ["admin"]
 
@@ -19,7 +19,7 @@ def admin() -> None:
 
 @admin.group()
 def key() -> None:
-    """Create API keys."""
+    """Create, list and revoke API keys, and set their limits."""
 
 
 @key.command("create")
@@ -53,3 +53,105 @@ async def create(
     else:
         click.echo(f"created {created.role.value} key {created.id} ({created.name}):")
         click.echo(created.key)
+
+
+@key.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+@broker_options
+@run_async
+async def list_keys(as_json: bool, url: str | None, api_key: str | None) -> None:
+    """List every key: id, role, name, created, and its own limits ("default": the
+    broker's). Secrets are never shown.
+
+    \b
+    Examples:
+      garage admin key list
+      garage admin key list --json
+    """
+    async with AsyncClient(url, api_key) as client:
+        found = await client.keys()
+    if as_json:
+        print_json([k.model_dump(mode="json") for k in found])
+        return
+    rows = [_row(k) for k in found]
+    print_rows(["ID", "ROLE", "NAME", "CREATED", "SUBMITS/MIN", "ACTIVE JOBS"], rows)
+
+
+def _row(info: KeyInfo) -> list[str]:
+    created = info.created_at.strftime("%Y-%m-%d %H:%M") if info.created_at else ""
+    return [
+        info.id,
+        info.role.value,
+        info.name,
+        created,
+        _limit(info.limits.requests_per_minute),
+        _limit(info.limits.max_active_jobs),
+    ]
+
+
+def _limit(value: int | None) -> str:
+    if value is None:
+        return "default"
+    return "none" if value == 0 else str(value)
+
+
+@key.command("revoke")
+@click.argument("key_id")
+@broker_options
+@run_async
+async def revoke(key_id: str, url: str | None, api_key: str | None) -> None:
+    """Revoke a key: every broker refuses it within a second.
+
+    \b
+    Example:
+      garage admin key revoke key_01JD...
+    """
+    async with AsyncClient(url, api_key) as client:
+        await client.revoke_key(key_id)
+    click.echo(f"revoked {key_id}")
+
+
+@key.command("limits")
+@click.argument("key_id")
+@click.option(
+    "--requests-per-minute",
+    "--rpm",
+    type=click.IntRange(min=0),
+    help="Job submits a minute (a batch is one); 0: no limit. Left out: the broker's default.",
+)
+@click.option(
+    "--max-active-jobs",
+    type=click.IntRange(min=0),
+    help="Jobs queued or running at once; 0: no limit. Left out: the broker's default.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
+@broker_options
+@run_async
+async def limits(
+    key_id: str,
+    requests_per_minute: int | None,
+    max_active_jobs: int | None,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """Set a key's own limits; a limit left out goes back to the broker's default. Every
+    broker applies them from the key's next request.
+
+    \b
+    Examples:
+      garage admin key limits key_01JD... --rpm 60 --max-active-jobs 1000
+      garage admin key limits key_01JD...            # back to the defaults
+    """
+    update = KeyLimitsUpdate(
+        requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs
+    )
+    async with AsyncClient(url, api_key) as client:
+        info = await client.set_key_limits(key_id, update)
+    if as_json:
+        print_json(info)
+        return
+    click.echo(
+        f"{info.id} ({info.name}): submits/min {_limit(info.limits.requests_per_minute)}, "
+        f"active jobs {_limit(info.limits.max_active_jobs)}"
+    )

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
+from pydantic import TypeAdapter
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -32,6 +33,8 @@ from garage.contract import (
     JobList,
     JobStatus,
     KeyCreated,
+    KeyInfo,
+    KeyLimitsUpdate,
     Kind,
     Lane,
     ModelList,
@@ -53,6 +56,7 @@ from .errors import (
     JobCancelled,
     JobExpired,
     JobFailed,
+    RateLimited,
     Unavailable,
     WaitTimeout,
     error_for_status,
@@ -60,10 +64,12 @@ from .errors import (
 
 __all__ = ["AsyncClient"]
 
+_KEY_LIST = TypeAdapter(list[KeyInfo])
 _WAIT_SLICE_S = 30.0  # one long-poll of GET /v1/jobs/{id}?wait_s=
 _TERMINAL_EVENTS = ("done", "error")
 _MAX_RESUMES = 8  # consecutive drops of an event stream before giving up
 _SUBMIT_TRIES = 4  # a submit sent again (same Idempotency-Key) after a broken connection
+_RATE_LIMIT_WAIT_S = 300.0  # longest a submit waits out the key's quotas (429) in all
 
 
 class AsyncClient:
@@ -119,7 +125,9 @@ class AsyncClient:
         Every submit carries an `Idempotency-Key` (a fresh one unless given), so a submit
         whose connection broke before the answer (the broker may have read it) is sent
         again with the same key, a few times within seconds, and the broker answers with
-        the job the first one made, never a second job."""
+        the job the first one made, never a second job. A submit refused by the key's
+        quotas (429) is sent again when the broker says (`Retry-After`), for up to five
+        minutes in all; then RateLimited is raised."""
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         if wait_s > 0:
             headers["Prefer"] = f"wait={wait_s:g}"
@@ -133,17 +141,16 @@ class AsyncClient:
             headers=headers,
             timeout_s=wait_s + 30 if wait_s > 0 else None,
         )
-        try:  # tenacity's machinery (tens of µs) only once a send has failed
-            job = await send()
-        except BrokerUnreachable:
-            retrying = AsyncRetrying(
-                retry=retry_if_exception_type(BrokerUnreachable),
-                stop=stop_after_attempt(_SUBMIT_TRIES - 1),
-                wait=wait_random_exponential(multiplier=0.2, max=2.0),
-                reraise=True,
-            )
-            job = await retrying(send)
-        return AsyncJobHandle(self, job)
+        give_up_at = time.monotonic() + _RATE_LIMIT_WAIT_S
+        while True:
+            try:
+                job = await _sent_through_drops(send)
+                return AsyncJobHandle(self, job)
+            except RateLimited as refused:
+                wait_s = refused.retry_after_s if refused.retry_after_s is not None else 1.0
+                if time.monotonic() + wait_s > give_up_at:
+                    raise
+                await asyncio.sleep(wait_s + random.uniform(0, 0.1 * wait_s))
 
     async def run(
         self,
@@ -276,6 +283,18 @@ class AsyncClient:
             "POST", "/v1/admin/keys", json={"role": str(Role(role)), "name": name}
         )
         return KeyCreated.model_validate(body)
+
+    async def keys(self) -> list[KeyInfo]:
+        """Every key (an admin key): id, role, name and its own limits; no secrets."""
+        return _KEY_LIST.validate_python(await self._http.json("GET", "/v1/admin/keys"))
+
+    async def revoke_key(self, key_id: str) -> None:
+        """Revokes a key; every broker refuses it within a second."""
+        await self._http.request("DELETE", f"/v1/admin/keys/{key_id}")
+
+    async def set_key_limits(self, key_id: str, limits: KeyLimitsUpdate) -> KeyInfo:
+        """Sets a key's own limits (a field left None takes the broker's default)."""
+        return await self._http.call("PUT", f"/v1/admin/keys/{key_id}/limits", KeyInfo, body=limits)
 
     async def workers(self) -> WorkerList:
         return WorkerList.model_validate(await self._http.json("GET", "/v1/workers"))
@@ -459,3 +478,18 @@ def _raise_unless_succeeded(job: Job) -> Job:
     if job.status is JobStatus.expired:
         raise JobExpired(f"job {job.id} expired: {message}", job)
     raise JobFailed(f"job {job.id} failed: {message}", job)
+
+
+async def _sent_through_drops(send: Any) -> Job:
+    """`send()`, sent again a few times (the same request, the same Idempotency-Key)
+    while the connection drops before an answer."""
+    try:  # tenacity's machinery (tens of µs) only once a send has failed
+        return await send()
+    except BrokerUnreachable:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(BrokerUnreachable),
+            stop=stop_after_attempt(_SUBMIT_TRIES - 1),
+            wait=wait_random_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
+        return await retrying(send)

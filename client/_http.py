@@ -144,7 +144,7 @@ class Requester:
                 body = answer.json()
             except ValueError:
                 body = answer.text
-            raise error_for_status(answer.status_code, body)
+            raise error_for_status(answer.status_code, body, answer.headers.get("retry-after"))
         return answer
 
     def _url(self, path: str) -> httpx.URL:

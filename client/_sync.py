@@ -19,6 +19,8 @@ from garage.contract import (
     JobEvent,
     JobList,
     KeyCreated,
+    KeyInfo,
+    KeyLimitsUpdate,
     Kind,
     Lane,
     ModelList,
@@ -299,3 +301,12 @@ class Client:
 
     def create_key(self, role: str, name: str) -> KeyCreated:
         return self._call(self._client.create_key, role, name)
+
+    def keys(self) -> list[KeyInfo]:
+        return self._call(self._client.keys)
+
+    def revoke_key(self, key_id: str) -> None:
+        self._call(self._client.revoke_key, key_id)
+
+    def set_key_limits(self, key_id: str, limits: KeyLimitsUpdate) -> KeyInfo:
+        return self._call(self._client.set_key_limits, key_id, limits)

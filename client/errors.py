@@ -75,7 +75,10 @@ class Conflict(APIError):
 
 
 class RateLimited(APIError):
-    """Too many requests; retry later."""
+    """The key's quotas refused the request (too many submits a minute, or too many jobs
+    queued or running); `retry_after_s` says when to try again."""
+
+    retry_after_s: float | None = None
 
 
 class Unavailable(APIError):
@@ -127,7 +130,7 @@ class StreamRestarted(JobError):
         self.event_id = event_id
 
 
-def error_for_status(status: int, body: Any) -> APIError:
+def error_for_status(status: int, body: Any, retry_after: str | None = None) -> APIError:
     detail = body.get("error") if isinstance(body, dict) else None
     if isinstance(detail, dict):
         message = str(detail.get("message") or "")
@@ -149,4 +152,10 @@ def error_for_status(status: int, body: Any) -> APIError:
         cls = ServerError
     else:
         cls = BadRequest
-    return cls(status, message, code=code, type=kind)
+    error = cls(status, message, code=code, type=kind)
+    if isinstance(error, RateLimited) and retry_after is not None:
+        try:
+            error.retry_after_s = max(0.0, float(retry_after))
+        except ValueError:  # an HTTP date: not one garage sends
+            error.retry_after_s = None
+    return error

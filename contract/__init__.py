@@ -53,7 +53,7 @@ from .jobs import (
     Timings,
     Usage,
 )
-from .keys import KeyCreate, KeyCreated, KeyInfo, Role
+from .keys import KeyCreate, KeyCreated, KeyInfo, KeyLimits, KeyLimitsUpdate, Role
 from .models import ModelCard, ModelList
 from .openai import InferenceRequest, StreamOptions
 from .usage import (
@@ -140,6 +140,8 @@ __all__ = [
     "KeyCreate",
     "KeyCreated",
     "KeyInfo",
+    "KeyLimits",
+    "KeyLimitsUpdate",
     "Kind",
     "Lane",
     "Lease",

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     # capacity
     unavailable = "unavailable"  # the broker cannot serve now (its store is down)
     model_not_served = "model_not_served"  # no live worker serves the model
+    rate_limit_exceeded = "rate_limit_exceeded"  # the key's submits a minute are used up
+    too_many_active_jobs = "too_many_active_jobs"  # the key has its most jobs queued or running
     # how a job ended without a result
     cancelled = "cancelled"  # cancelled by its owner (or its client went away)
     start_deadline_exceeded = "start_deadline_exceeded"  # no worker started it in time

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from ._base import In, Out
 
-__all__ = ["KeyCreate", "KeyCreated", "KeyInfo", "Role"]
+__all__ = ["KeyCreate", "KeyCreated", "KeyInfo", "KeyLimits", "KeyLimitsUpdate", "Role"]
 
 
 class Role(StrEnum):
@@ -23,11 +23,37 @@ class KeyCreate(In):
     name: str = Field(min_length=1, max_length=128)
 
 
+class KeyLimits(Out):
+    """A key's own limits. None: the broker's default for keys; 0: no limit."""
+
+    requests_per_minute: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="Job submits a minute (a batch is one), as a steady rate with a minute's "
+        "burst: a key that sent nothing for a minute may send this many at once.",
+    )
+    max_active_jobs: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        description="Jobs the key may have queued or running at once (a batch's jobs count).",
+    )
+
+
+class KeyLimitsUpdate(In, KeyLimits):
+    """`PUT /v1/admin/keys/{key_id}/limits`: the key's limits, all of them (a field left
+    out goes back to the broker's default)."""
+
+    model_config = In.model_config
+
+
 class KeyInfo(Out):
     id: str
     role: Role
     name: str
     created_at: datetime | None = None
+    limits: KeyLimits = Field(default_factory=KeyLimits, description="The key's own limits.")
 
 
 class KeyCreated(KeyInfo):

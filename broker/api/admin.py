@@ -1,11 +1,11 @@
-"""Key management for admins: create, list, revoke."""
+"""Key management for admins: create, list, revoke, and set a key's limits."""
 
 from __future__ import annotations
 
 from pydantic import TypeAdapter
 from starlette.responses import Response
 
-from garage.contract import KeyCreate, KeyCreated, KeyInfo, Role
+from garage.contract import KeyCreate, KeyCreated, KeyInfo, KeyLimits, KeyLimitsUpdate, Role
 
 from ..errors import NotFound
 from ..routing import Call, Endpoint, json_response
@@ -34,6 +34,18 @@ async def revoke_key(call: Call[None, None]) -> Response:
     return Response(status_code=204)
 
 
+async def set_limits(call: Call[KeyLimitsUpdate, None]) -> Response:
+    """Sets the key's own limits; a field left out (or null) takes the broker's default.
+    Every broker applies them from the key's next request."""
+    key_id = call.path["key_id"]
+    limits = KeyLimits(**call.body.model_dump())
+    updated = await call.broker.store.apikeys.set_limits(key_id, limits)
+    if updated is None:
+        raise NotFound(f"no key {key_id!r}", param="key_id")
+    call.broker.auth.forget(key_id)  # here at once; other brokers hear it on pub/sub
+    return json_response(updated)
+
+
 _TAGS = ("admin",)
 endpoints = [
     Endpoint("POST", "/v1/admin/keys", create_key, "Create a key", _TAGS, Role.admin,
@@ -41,4 +53,6 @@ endpoints = [
     Endpoint("GET", "/v1/admin/keys", list_keys, "List keys", _TAGS, Role.admin),
     Endpoint("DELETE", "/v1/admin/keys/{key_id}", revoke_key, "Revoke a key", _TAGS, Role.admin,
              status_code=204),
+    Endpoint("PUT", "/v1/admin/keys/{key_id}/limits", set_limits, "Set a key's limits", _TAGS,
+             Role.admin, body=KeyLimitsUpdate, reply=KeyInfo),
 ]  # fmt: skip

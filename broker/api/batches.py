@@ -63,7 +63,7 @@ async def create_batch(call: Call[BatchCreate, None]) -> Response:
             f"{described.filename}: {exc}", code=ErrorCode.invalid_batch_line, param=exc.param
         ) from exc
     jobs = call.broker.jobs
-    batch = await jobs.create_batch(call.caller.id, body, specs)
+    batch = await jobs.create_batch(call.caller, body, specs)
     return json_response((await jobs.explained([batch]))[0])
 
 

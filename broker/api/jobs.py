@@ -44,7 +44,7 @@ async def submit_job(call: Call[JobCreate, None]) -> Response:
     wait_s = _preferred_wait_s(call.header("Prefer", max_length=200))
     try:
         submitted = await call.broker.jobs.submit_and_wait(
-            call.caller.id, call.body, wait_s=wait_s, idempotency_key=idempotency_key
+            call.caller, call.body, wait_s=wait_s, idempotency_key=idempotency_key
         )
     except Unavailable as exc:
         if exc.code is ErrorCode.model_not_served:  # only this door has the way round it

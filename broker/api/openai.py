@@ -37,6 +37,7 @@ from garage.contract import (
 
 from ..errors import APIError, BadRequest
 from ..routing import Call, Endpoint
+from ..store.jobs import Submitted
 from .openai_chunks import delta_chunk, error_payload, final_chunk, usage_chunk
 
 __all__ = ["endpoints"]
@@ -75,7 +76,7 @@ class _Exchange:
         left = asyncio.ensure_future(self.call.disconnected())
         try:
             submitted = await self.jobs.submit_and_wait(
-                self.call.caller.id, self.spec, wait_s=_MAX_WAIT_S, stop=left
+                self.call.caller, self.spec, wait_s=_MAX_WAIT_S, stop=left
             )
         finally:
             left.cancel()
@@ -83,17 +84,17 @@ class _Exchange:
         if job.status not in TERMINAL_STATUSES:
             self.jobs.cancel_soon(job.id)
             raise APIError("the request ended before its job did", code=ErrorCode.cancelled)
-        return self._respond(job)
+        return self._respond(job, _headers(submitted))
 
-    def _respond(self, job: Job) -> Response:
+    def _respond(self, job: Job, headers: dict[str, str]) -> Response:
         if job.status is JobStatus.succeeded and job.result is not None:
             body = dict(job.result)
             if self.kind is not Kind.embedding:
                 body["id"] = self.chunk_id
             body["model"] = self.model
-            return JSONResponse(body, headers={"x-request-id": job.id})
+            return JSONResponse(body, headers=headers)
         status, payload = _failure(job.status, job.error.model_dump() if job.error else {})
-        return JSONResponse(payload, status_code=status, headers={"x-request-id": job.id})
+        return JSONResponse(payload, status_code=status, headers=headers)
 
     async def chunks(self) -> AsyncIterator[str]:
         """The job as the data of OpenAI's SSE chunks, ending with `[DONE]`."""
@@ -139,6 +140,14 @@ class _Exchange:
         return chunks
 
 
+def _headers(submitted: Submitted) -> dict[str, str]:
+    """The job's id, and the key's submit rate as OpenAI's `x-ratelimit-*` headers."""
+    headers = {"x-request-id": submitted.job.id}
+    if submitted.rate is not None:
+        headers.update(submitted.rate.headers())
+    return headers
+
+
 def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
@@ -162,8 +171,8 @@ def _for(kind: Kind) -> Callable[[Call[InferenceRequest, None]], Awaitable[Respo
         if not exchange.stream:
             return await exchange.answer()
         # Submitted before the stream's response starts, so a refusal (503) is a status.
-        await exchange.jobs.submit(call.caller.id, exchange.spec, job_id=exchange.job_id)
-        return EventSourceResponse(exchange.chunks(), ping=_PING_S)
+        submitted = await exchange.jobs.submit(call.caller, exchange.spec, job_id=exchange.job_id)
+        return EventSourceResponse(exchange.chunks(), ping=_PING_S, headers=_headers(submitted))
 
     endpoint.__name__ = f"{kind.value}_endpoint"
     return endpoint

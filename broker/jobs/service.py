@@ -4,18 +4,19 @@ batches of jobs.
 
 The native routes (`api/jobs.py`), the OpenAI routes (`api/openai.py`) and the Batch API
 (`api/batches.py`) are thin adapters over `JobService`, so every rule that applies to a
-submit has one place to hook in: `_admit` (today: a model no live worker serves fails
-fast; quotas go here; a batch's jobs come in through `create_batch`), and the counters
-of `metrics.py` are kept here and in `leasing.py` (the worker's side).
+submit has one place to hook in: `_admit` (a model no live worker serves fails fast)
+and the key's quotas (`_limits`, enforced atomically by the submit scripts, see
+`store/quotas.py`); a batch's jobs come in through `create_batch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 from garage.contract import (
@@ -34,11 +35,12 @@ from garage.contract import (
 
 from ..auth import Principal
 from ..clock import Clock
-from ..errors import Conflict, NotFound, Unavailable
+from ..errors import Conflict, NotFound, RateLimited, Unavailable
 from ..settings import BrokerSettings
 from ..store import Store
 from ..store.events import StoredEvent
 from ..store.jobs import LeaseTarget, Submitted, new_job_id
+from ..store.quotas import Limits, QuotaRefused
 from .notify import JobEnd, Notifier
 
 __all__ = ["JobService"]
@@ -47,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 _RECHECK_S = 5.0  # a waiter re-reads this often in case a pub/sub message went missing
 _SERVED_MAX_AGE_S = 1.0  # how stale the list of served models may be when a submit asks
+_ROOM_SEEN_MAX = 10_000  # owners whose room under their quotas this process remembers
 _TERMINAL_EVENTS = ("done", "error")
 
 
@@ -63,6 +66,8 @@ class JobService:
         self._notifier = notifier
         self._clock = clock
         self._background: set[asyncio.Task[Any]] = set()
+        # owner -> (submits left a minute or None, jobs active) after its last submit here
+        self._last_room: dict[str, tuple[int | None, int | None]] = {}
 
     # submitting
 
@@ -71,7 +76,7 @@ class JobService:
 
     async def submit(
         self,
-        owner: str,
+        caller: Principal,
         spec: JobCreate,
         *,
         job_id: str | None = None,
@@ -88,14 +93,22 @@ class JobService:
         script is written where script calls run in order (`JobStore.in_order`), else
         once it has run."""
         await self._admit(spec)
+        owner, limits = caller.id, self._limits(caller)
         job_id = job_id or self.new_id()
         jobs, polls = self._store.jobs, self._notifier.polls
         watcher = self._notifier.process_id if watched else ""
         poll = polls.reserve(spec.model) if spec.lane is Lane.interactive else None
         if poll is None:
             with self._notifier.queueing(job_id):
-                submitted = await jobs.submit(
-                    owner, spec, job_id=job_id, idempotency_key=idempotency_key, watcher=watcher
+                submitted = await self._refused_as_429(
+                    jobs.submit(
+                        owner,
+                        spec,
+                        job_id=job_id,
+                        idempotency_key=idempotency_key,
+                        watcher=watcher,
+                        limits=limits,
+                    )
                 )
                 if submitted.created:
                     self._notifier.job_queued(spec.model, job_id)
@@ -110,15 +123,17 @@ class JobService:
                     idempotency_key=idempotency_key,
                     lease_to=target,
                     watcher=watcher,
+                    limits=limits,
                 )
-                if jobs.in_order and pending.lease is not None:
+                if jobs.in_order and pending.lease is not None and self._room(owner, limits):
                     # The script is written, so any report on the job that reaches this
                     # process runs after it in Redis: the poll answers now, not after
                     # Redis's reply. Should the script find an earlier job for the same
                     # idempotency key instead, the worker's first report gets 404 and it
-                    # drops the lease.
+                    # drops the lease. Only an owner with room under its quotas is handed
+                    # early, so a refused submit practically never reaches a worker.
                     polls.hand(poll, pending.lease)
-                outcome = await pending
+                outcome = await self._refused_as_429(pending)
             finally:
                 if poll.reserved:  # not handed yet: calls are not in order, or it failed
                     if outcome is not None and outcome.lease is not None:
@@ -126,7 +141,50 @@ class JobService:
                     else:
                         polls.release(poll)
             submitted = outcome
+        if submitted.created:
+            self._room_seen(owner, submitted)
         return submitted
+
+    def _limits(self, caller: Principal) -> Limits:
+        """The caller's quotas: its key's own, else the broker's defaults (none for an
+        admin key that has none of its own)."""
+        own = caller.limits
+        if caller.role is Role.admin:
+            return Limits(own.requests_per_minute, own.max_active_jobs)
+        settings = self._settings
+        return Limits(
+            settings.default_requests_per_minute
+            if own.requests_per_minute is None
+            else own.requests_per_minute,
+            settings.default_max_active_jobs
+            if own.max_active_jobs is None
+            else own.max_active_jobs,
+        )
+
+    def _room(self, owner: str, limits: Limits) -> bool:
+        """Whether the owner's last submit here left room for two more under its quotas."""
+        if not (limits.requests_per_minute or limits.max_active_jobs):
+            return True
+        seen = self._last_room.get(owner)
+        if seen is None:
+            return False
+        remaining, active = seen
+        if limits.requests_per_minute and (remaining is None or remaining < 2):
+            return False
+        return not limits.max_active_jobs or (active or 0) + 2 <= limits.max_active_jobs
+
+    def _room_seen(self, owner: str, submitted: Submitted) -> None:
+        if len(self._last_room) >= _ROOM_SEEN_MAX:
+            self._last_room.clear()
+        remaining = submitted.rate.remaining if submitted.rate is not None else None
+        self._last_room[owner] = (remaining, submitted.active)
+
+    @staticmethod
+    async def _refused_as_429(pending: Awaitable[Submitted]) -> Submitted:
+        try:
+            return await pending
+        except QuotaRefused as refused:
+            raise _rate_limited(refused) from None
 
     async def _admit(self, spec: JobCreate) -> None:
         """Fails fast (503) when no live worker serves an interactive job's model."""
@@ -144,7 +202,7 @@ class JobService:
 
     async def submit_and_wait(
         self,
-        owner: str,
+        caller: Principal,
         spec: JobCreate,
         *,
         wait_s: float,
@@ -157,14 +215,14 @@ class JobService:
         # Listen for the end before the job exists, so no end can slip past unseen.
         with self._notifier.until_ended(job_id) as ended:
             submitted = await self.submit(
-                owner, spec, job_id=job_id, idempotency_key=idempotency_key, watched=wait_s > 0
+                caller, spec, job_id=job_id, idempotency_key=idempotency_key, watched=wait_s > 0
             )
             if submitted.created:
                 job = await self.wait(submitted.job, wait_s, ended, fresh=True, stop=stop)
             else:
                 with self._notifier.until_ended(submitted.job_id) as earlier_ended:
                     job = await self.wait(submitted.job, wait_s, earlier_ended, stop=stop)
-        return Submitted(job=job, created=submitted.created, lease=submitted.lease)
+        return dataclasses.replace(submitted, job=job)
 
     # reading
 
@@ -304,11 +362,15 @@ class JobService:
     # batches
 
     async def create_batch(
-        self, owner: str, create: BatchCreate, specs: Sequence[JobCreate]
+        self, caller: Principal, create: BatchCreate, specs: Sequence[JobCreate]
     ) -> Batch:
         """Records a batch and queues its jobs (already checked) in the batch lane, all at
-        once: a broker that dies on the way leaves no part of it."""
-        return await self._store.batches.create(owner, create, specs)
+        once: a broker that dies on the way leaves no part of it. The batch is one submit
+        under the caller's quotas, and its jobs count as active."""
+        try:
+            return await self._store.batches.create(caller.id, create, specs, self._limits(caller))
+        except QuotaRefused as refused:
+            raise _rate_limited(refused) from None
 
     async def explained(self, batches: Sequence[Batch]) -> list[Batch]:
         """The batches with `waiting_reason` set on each in progress that waits for a
@@ -360,3 +422,22 @@ def _batch_answers(batch: Batch, after_done: int | None) -> bool:
         return True
     counts = batch.request_counts
     return after_done is not None and counts.completed + counts.failed > after_done
+
+
+def _rate_limited(refused: QuotaRefused) -> RateLimited:
+    """The 429 for a submit the scripts refused, with when to retry."""
+    if refused.reason == "rate":
+        wait_s = refused.retry_ms / 1000
+        return RateLimited(
+            f"this key's {refused.limit} submits a minute are used up; retry in {wait_s:.1f} s",
+            headers={
+                "Retry-After": str(max(1, -(-refused.retry_ms // 1000))),
+                **refused.rate_state().headers(),
+            },
+        )
+    return RateLimited(
+        f"this key has {refused.active} jobs queued or running, its most "
+        f"({refused.limit}); submit more once some have ended",
+        code=ErrorCode.too_many_active_jobs,
+        headers={"Retry-After": str(refused.retry_ms // 1000)},
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from garage.contract import KeyCreated, KeyInfo, Role
+from garage.contract import KeyCreated, KeyInfo, KeyLimits, Role
 
 from ..clock import Clock, from_ms
 from ..ids import new_id, new_secret
@@ -55,6 +55,24 @@ class ApiKeyStore:
             rows = await pipe.execute()
         return sorted((_info(row) for row in rows if row), key=lambda k: k.id)
 
+    async def set_limits(self, key_id: str, limits: KeyLimits) -> KeyInfo | None:
+        """Sets the key's own limits (None: the broker's default); every broker drops the
+        key from its cache at once, so the new limits hold from the next request."""
+        digest = await self._redis.hget(keys.api_key_ids(), key_id)
+        if digest is None:
+            return None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for field, value in _limit_fields(limits).items():
+                if value is None:
+                    pipe.hdel(keys.api_key(digest), field)
+                else:
+                    pipe.hset(keys.api_key(digest), field, value)
+            pipe.hgetall(keys.api_key(digest))
+            pipe.publish(keys.REVOKED_CHANNEL, key_id)  # "this key changed": drop it
+            replies = await pipe.execute()
+        fields = replies[-2]
+        return _info(fields) if fields else None
+
     async def revoke(self, key_id: str) -> bool:
         digest = await self._redis.hget(keys.api_key_ids(), key_id)
         if digest is None:
@@ -67,10 +85,19 @@ class ApiKeyStore:
         return True
 
 
+_LIMIT_FIELDS = {"requests_per_minute": "rpm", "max_active_jobs": "max_active"}
+
+
+def _limit_fields(limits: KeyLimits) -> dict[str, int | None]:
+    return {field: getattr(limits, name) for name, field in _LIMIT_FIELDS.items()}
+
+
 def _info(fields: dict[str, str]) -> KeyInfo:
+    limits = {name: int(fields[f]) for name, f in _LIMIT_FIELDS.items() if fields.get(f)}
     return KeyInfo(
         id=fields["id"],
         role=Role(fields["role"]),
         name=fields["name"],
         created_at=from_ms(fields.get("created_ms")),
+        limits=KeyLimits(**limits),
     )

@@ -40,6 +40,7 @@ from . import keys
 from .files import FileStore
 from .jobs import new_job_id, staged_job_args
 from .listing import newest_first
+from .quotas import NO_LIMITS, Limits, QuotaRefused
 from .scripts import Scripts
 
 __all__ = ["STAGING_TTL_MS", "BatchNotCommitted", "BatchStore", "StagedBatch"]
@@ -92,10 +93,17 @@ class BatchStore:
         self._files = files
         self._retention_ms = retention_ms
 
-    async def create(self, owner: str, spec: BatchCreate, specs: Sequence[JobCreate]) -> Batch:
-        """Records the batch and queues its jobs (already validated), all at once."""
+    async def create(
+        self,
+        owner: str,
+        spec: BatchCreate,
+        specs: Sequence[JobCreate],
+        limits: Limits = NO_LIMITS,
+    ) -> Batch:
+        """Records the batch and queues its jobs (already validated), all at once; raises
+        QuotaRefused when the owner is over `limits` (a batch is one submit)."""
         staged = await self.stage(owner, spec, specs)
-        batch = await self.commit(staged)
+        batch = await self.commit(staged, limits)
         logger.info("batch.created", extra={"batch_id": batch.id, "total": len(specs)})
         return batch
 
@@ -127,8 +135,9 @@ class BatchStore:
             await self._scripts.stage_batch(args=args)
         return StagedBatch(batch_id, owner, len(specs), record)
 
-    async def commit(self, staged: StagedBatch) -> Batch:
-        """Makes a staged batch live in one script: the record, every job claimable."""
+    async def commit(self, staged: StagedBatch, limits: Limits = NO_LIMITS) -> Batch:
+        """Makes a staged batch live in one script: the record, every job claimable; or
+        raises QuotaRefused, the owner being over `limits`, and makes nothing live."""
         batch_id, owner = staged.batch_id, staged.owner
         args: list[Any] = [
             batch_id,
@@ -142,11 +151,16 @@ class BatchStore:
             keys.batch_staged_queues(batch_id),
             keys.batch_staged_queue_prefix(batch_id),
             keys.batch_staged_start_deadlines(batch_id),
+            owner,
+            *limits.args(),
         ]
         for field, value in staged.record.items():
             args += [field, value]
-        if await self._scripts.commit_batch(args=args) == "incomplete":
+        outcome = await self._scripts.commit_batch(args=args)
+        if outcome == "incomplete":
             raise BatchNotCommitted(f"batch {batch_id}: not all of its jobs are staged")
+        if outcome.startswith(("rate:", "active:")):
+            raise QuotaRefused(*outcome.split(":"))
         found = await self.get(batch_id)
         assert found is not None
         return found[1]

@@ -11,14 +11,18 @@
 --          job:{id} and job:{id}:events for each job; publishes to wake.
 -- ARGV: 1 batch id, 2 created_ms, 3 total jobs, 4 batch key, 5 job list key, 6 owner batches
 --       key, 7 owner jobs key, 8 all-jobs key, 9 staged queues key, 10 staged queue
---       prefix, 11 staged start-deadlines key, then the record's fields and values.
+--       prefix, 11 staged start-deadlines key, 12 owner, 13 its submits a minute|'',
+--       14 its most jobs active|'', then the record's fields and values.
 -- Returns 'ok'; 'committed' when the batch exists already; 'incomplete' when fewer or
--- more jobs are staged than the total, or staged jobs expired (then nothing is written).
+-- more jobs are staged than the total, or staged jobs expired; a refusal by the owner's
+-- quotas, 'rate:<ms until one more submit>:<submits a minute>' or
+-- 'active:<jobs active>:<the most allowed>' (in all these cases nothing is written).
 local batch_id, created_ms, total = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local batch_key, job_list, owner_batches = ARGV[4], ARGV[5], ARGV[6]
 local owner_jobs, all_jobs = ARGV[7], ARGV[8]
 local staged_queues, staged_prefix, staged_deadlines = ARGV[9], ARGV[10], ARGV[11]
-local FIRST_FIELD = 12
+local owner, per_minute, max_active = ARGV[12], tonumber(ARGV[13]), tonumber(ARGV[14])
+local FIRST_FIELD = 15
 local CHUNK = 1000  -- entries per command: unpack() has a stack limit
 -- Nobody follows a job of this batch yet (its ids are answered after this script), so
 -- the queued event goes to the stream without a publish.
@@ -29,6 +33,20 @@ if redis.call('LLEN', job_list) ~= total then return 'incomplete' end
 -- The first chunk's jobs expire first: staged longer than the staging TTL, some are gone.
 local first = redis.call('LINDEX', job_list, 0)
 if not first or redis.call('EXISTS', job_key(first)) == 0 then return 'incomplete' end
+-- A batch holds many models: its refusals are counted under model "".
+local active = active_jobs(owner)
+if max_active and active + total > max_active then
+  count('rate_limited', 'active_jobs' .. SEP .. 'batch' .. SEP)
+  return 'active:' .. active .. ':' .. max_active
+end
+if per_minute then
+  local left, wait_ms = take_submit(owner, per_minute, tonumber(created_ms))
+  if not left then
+    count('rate_limited', 'requests_per_minute' .. SEP .. 'batch' .. SEP)
+    return 'rate:' .. wait_ms .. ':' .. per_minute
+  end
+end
+redis.call('INCRBY', ACTIVE_PREFIX .. owner, total)
 
 -- Adds every member of the sorted set `from`, with its score, to each set of `to`.
 -- Returns how many it moved.

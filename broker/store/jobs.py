@@ -14,6 +14,7 @@ from ..clock import Clock, from_ms
 from ..ids import new_id, new_token
 from . import keys
 from .listing import newest_first
+from .quotas import NO_LIMITS, Limits, QuotaRefused, RateState
 from .scripts import Scripts
 
 __all__ = [
@@ -61,6 +62,8 @@ class Submitted:
     job: Job
     created: bool  # False when an idempotency key matched an earlier job
     lease: Lease | None = None  # set when the job was leased to a LeaseTarget
+    rate: RateState | None = None  # the owner's submit rate after this one, if limited
+    active: int | None = None  # the owner's jobs queued or running, this one counted
 
     @property
     def job_id(self) -> str:
@@ -74,18 +77,25 @@ class PendingSubmit:
     on. Await it for the outcome: the job as created, or the owner's earlier job with
     the same idempotency key (then the lease was never made)."""
 
-    __slots__ = ("_reply", "job", "lease")
+    __slots__ = ("_reply", "job", "lease", "per_minute")
 
-    def __init__(self, job: Job, lease: Lease | None, reply: Awaitable[Any]) -> None:
+    def __init__(
+        self, job: Job, lease: Lease | None, reply: Awaitable[Any], per_minute: int | None
+    ) -> None:
         self.job = job
         self.lease = lease
         self._reply = reply
+        self.per_minute = per_minute
 
     def __await__(self) -> Generator[Any, None, Submitted]:
         return self._outcome().__await__()
 
     async def _outcome(self) -> Submitted:
-        found_id, created, flat = await self._reply
+        reply = await self._reply
+        found_id, created = reply[0], reply[1]
+        if not found_id:
+            raise QuotaRefused(created, reply[2], reply[3])
+        flat = reply[2]
         if not int(created):
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             return Submitted(job=job_from_hash(fields), created=False)
@@ -93,7 +103,9 @@ class PendingSubmit:
         logger.info(
             "job.submitted", extra={"job_id": found_id, "model": job.model, "lane": job.lane}
         )
-        return Submitted(job=job, created=True, lease=self.lease)
+        rate = RateState.read(self.per_minute, reply[3], reply[4])
+        active = int(reply[5])
+        return Submitted(job=job, created=True, lease=self.lease, rate=rate, active=active)
 
 
 @dataclass(frozen=True)
@@ -166,17 +178,20 @@ class JobStore:
         job_id: str | None = None,
         lease_to: LeaseTarget | None = None,
         watcher: str = "",
+        limits: Limits = NO_LIMITS,
     ) -> PendingSubmit:
         """Queues the job under `job_id` (a fresh id when None), or with `lease_to` creates
         it leased to that worker; an idempotency key that matches an earlier job of the
         owner returns that job instead (and leases nothing). `watcher` is the process id
-        of a broker that waits for the end. Await the result for the outcome; its `lease`
-        is known before (see `PendingSubmit`)."""
+        of a broker that waits for the end. Await the result for the outcome (QuotaRefused
+        when the owner is over `limits`: no job was made); its `lease` is known before
+        (see `PendingSubmit`)."""
         now_ms = self._clock()
         job_id = job_id or new_job_id(now_ms)
         idem = keys.idempotency(owner, idempotency_key) if idempotency_key else ""
         request = {**spec.request, "model": spec.model}
         args = self._submit_args(owner, spec, job_id, now_ms, request, idem=idem, watcher=watcher)
+        args += limits.args()
         job = Job(
             id=job_id,
             owner=owner,
@@ -209,7 +224,8 @@ class JobStore:
             )
             args[15:19] = [lease_to.worker_id, lease_to.lease_owner, lease.lease_token,
                            lease_to.lease_ms]  # fmt: skip
-        return PendingSubmit(job, lease, self._scripts.submit(args=args))
+        reply = self._scripts.submit(args=args)
+        return PendingSubmit(job, lease, reply, limits.requests_per_minute or None)
 
     def _submit_args(
         self,

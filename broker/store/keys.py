@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import date
 
 __all__ = [
+    "ACTIVE_PREFIX",
     "ALL_JOBS",
     "BATCHES_TO_FINALIZE",
     "BATCH_CHANNEL_PREFIX",
@@ -20,6 +21,7 @@ __all__ = [
     "JOB_PREFIX",
     "LEASES",
     "QUEUE_PREFIX",
+    "RATE_PREFIX",
     "REVOKED_CHANNEL",
     "START_DEADLINES",
     "STATS",
@@ -61,6 +63,8 @@ ALL_JOBS = ROOT + "jobs"  # ZSET job id -> created (ms); listing for admins
 WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
 STATS = ROOT + "stats"  # HASH of fleet-wide counters and histogram buckets (stats.py)
 STATS_MODELS = ROOT + "stats:models"  # SET of the model names that have their own series
+ACTIVE_PREFIX = ROOT + "active:"  # garage:active:{owner} -> its jobs queued or running
+RATE_PREFIX = ROOT + "rate:"  # garage:rate:{owner} -> its submit rate's state (quotas.py)
 USAGE_PREFIX = ROOT + "usage:"  # garage:usage:{owner}:{day} -> HASH of one owner's totals
 USAGE_OWNERS_PREFIX = ROOT + "usage-owners:"  # garage:usage-owners:{day} -> SET of owners
 BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts

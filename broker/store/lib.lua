@@ -163,6 +163,28 @@ local function whole(n)
   return math.floor(n)
 end
 
+-- Quotas (quotas.py): a key's jobs queued or running, and its submits a minute.
+local ACTIVE_PREFIX = '__ACTIVE_PREFIX__'
+local RATE_PREFIX = '__RATE_PREFIX__'
+
+local function active_jobs(owner)
+  return tonumber(redis.call('GET', ACTIVE_PREFIX .. owner) or '0')
+end
+
+-- Takes one submit from `owner`'s allowance of `per_minute` (GCRA: the key holds when the
+-- allowance is next whole; a minute's worth may come at once). Returns the submits left
+-- and ms until the allowance is whole, or nil and ms until one more is allowed.
+local function take_submit(owner, per_minute, now_ms)
+  local interval = 60000 / per_minute
+  local key = RATE_PREFIX .. owner
+  local whole_at = math.max(tonumber(redis.call('GET', key) or '0'), now_ms)
+  local allowed_from = whole_at + interval - 60000
+  if now_ms < allowed_from then return nil, math.ceil(allowed_from - now_ms) end
+  whole_at = whole_at + interval
+  redis.call('SET', key, string.format('%.3f', whole_at), 'PX', math.ceil(whole_at - now_ms))
+  return math.floor((now_ms - (whole_at - 60000)) / interval), math.ceil(whole_at - now_ms)
+end
+
 -- Adds to `owner`'s totals for the UTC day of `at_ms` and `model`.
 local function charge(owner, model, at_ms, jobs, prompt, completion, estimated)
   if jobs == 0 and prompt == 0 and completion == 0 then return end
@@ -233,6 +255,9 @@ local function finish(id, status, now_ms, retention_ms, fields, ended_by)
   redis.call('HSET', key, 'status', status, 'finished_ms', now_ms, unpack(fields))
   local labels = j[6] .. SEP .. stat_model(j[5])
   count('finished', status .. SEP .. labels)
+  if redis.call('DECR', ACTIVE_PREFIX .. j[8]) < 0 then  -- made before quotas were counted
+    redis.call('SET', ACTIVE_PREFIX .. j[8], 0)
+  end
   if j[4] == 'running' then
     observe('duration', status .. SEP .. labels, (now_ms - tonumber(j[7])) / 1000)
   end

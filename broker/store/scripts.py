@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
+from .quotas import lua_placeholders as quota_placeholders
 from .stats import lua_placeholders as stats_placeholders
 from .usage import lua_placeholders as usage_placeholders
 
@@ -45,6 +46,7 @@ _PLACEHOLDERS = {
     **{f"__TYPE_{kind.name.upper()}__": kind.value for kind in JobErrorType},
     **stats_placeholders(),
     **usage_placeholders(),
+    **quota_placeholders(),
 }
 
 

@@ -43,6 +43,7 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "retries": ("reason", "lane"),
     "lease_expiries": ("lane",),
     "cancelled": ("state", "lane"),
+    "rate_limited": ("limit", "lane"),  # a batch's refusals have model ""
     "prompt_tokens": (),
     "completion_tokens": (),
     "fenced": (),  # a field with no labels and no model

@@ -5,10 +5,15 @@
 --       9 start_deadline_ms|'', 10 deadline_ms|'', 11 metadata JSON, 12 batch_id|'',
 --       13 idempotency key|'', 14 owner index key, 15 all-jobs key,
 --       16 worker id|'', 17 lease owner|'', 18 lease token|'', 19 lease_ms|'',
---       20 the process id of a broker that waits for the job's end|''
+--       20 the process id of a broker that waits for the job's end|'',
+--       21 the owner's submits a minute|'' (no limit), 22 its most jobs active|''
 -- With a lease token the job is created already leased to that worker (a poll parked in
 -- the submitting broker): it never enters the queue and no wake is published.
--- Returns {job id, 1, {}} when created, or {existing id, 0, its fields as HGETALL lists them}.
+-- Returns {job id, 1, {}, submits left, ms until the allowance is whole, the owner's jobs
+-- active now} when created (submits left and ms '' with no rate limit), {existing id, 0, its fields as HGETALL lists
+-- them} for an idempotency key seen before, or a refusal that changed nothing:
+-- {'', 'rate', ms until one more is allowed, submits a minute} or
+-- {'', 'active', jobs active, the most allowed}.
 local id, owner, model, lane = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local now_ms, start_deadline, idem = tonumber(ARGV[8]), ARGV[9], ARGV[13]
 
@@ -18,6 +23,22 @@ if idem ~= '' then
     return {existing, 0, redis.call('HGETALL', job_key(existing))}
   end
 end
+
+local per_minute, max_active = tonumber(ARGV[21]), tonumber(ARGV[22])
+local active = active_jobs(owner)
+if max_active and active >= max_active then
+  count('rate_limited', 'active_jobs' .. SEP .. lane .. SEP .. stat_model(model))
+  return {'', 'active', active, max_active}
+end
+local left, whole_in = '', ''
+if per_minute then
+  left, whole_in = take_submit(owner, per_minute, now_ms)
+  if not left then
+    count('rate_limited', 'requests_per_minute' .. SEP .. lane .. SEP .. stat_model(model))
+    return {'', 'rate', whole_in, per_minute}
+  end
+end
+redis.call('INCR', ACTIVE_PREFIX .. owner)
 
 local token = ARGV[18]
 local status, attempt = 'queued', 0
@@ -44,11 +65,11 @@ if token ~= '' then
   redis.call('ZADD', LEASES, now_ms + tonumber(ARGV[19]), id)
   observe('queue_wait', labels, 0)
   emit(id, {type = 'status', status = 'running', attempt = 1, worker = ARGV[16]})
-  return {id, 1, {}}
+  return {id, 1, {}, left, whole_in, active + 1}
 end
 redis.call('ZADD', queue_key(model, lane), now_ms, id)
 if start_deadline ~= '' then
   redis.call('ZADD', START_DEADLINES, tonumber(start_deadline), id)
 end
 wake(model, id)
-return {id, 1, {}}
+return {id, 1, {}, left, whole_in, active + 1}

@@ -32,9 +32,17 @@ def bearer(key: str) -> dict[str, str]:
 ADMIN = bearer(ADMIN_KEY)
 
 
-async def new_key(http: httpx.AsyncClient, role: str, name: str = "t") -> dict[str, str]:
+async def new_key(
+    http: httpx.AsyncClient, role: str, name: str = "t", **limits: int
+) -> dict[str, str]:
+    """A new key's Authorization header; `limits` (requests_per_minute=..., 0: none) are
+    set on it."""
     response = await http.post("/v1/admin/keys", json={"role": role, "name": name}, headers=ADMIN)
     assert response.status_code == 201, response.text
+    if limits:
+        key_id = response.json()["id"]
+        put = await http.put(f"/v1/admin/keys/{key_id}/limits", json=limits, headers=ADMIN)
+        assert put.status_code == 200, put.text
     return bearer(response.json()["key"])
 
 

@@ -73,6 +73,7 @@ MATRIX: dict[Route, tuple[int, ...]] = {
     ("POST",   "/v1/admin/keys"):                    (401, 401, 401, 401, 403, 403, 403, 403, 201),
     ("GET",    "/v1/admin/keys"):                    (401, 401, 401, 401, 403, 403, 403, 403, 200),
     ("DELETE", "/v1/admin/keys/{key_id}"):           (401, 401, 401, 401, 403, 403, 403, 403, 204),
+    ("PUT",    "/v1/admin/keys/{key_id}/limits"):    (401, 401, 401, 401, 403, 403, 403, 403, 200),
     ("GET",    "/healthz"):                          (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",    "/readyz"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",    "/metrics"):                          (401, 401, 401, 401, 403, 403, 403, 403, 200),
@@ -196,6 +197,8 @@ async def prepare(scene: Scene, route: Route) -> Cell:
             return Cell(json={"role": "user", "name": "made-in-a-cell"})
         case ("DELETE", "/v1/admin/keys/{key_id}"):
             return Cell({"key_id": await scene.key_id()})
+        case ("PUT", "/v1/admin/keys/{key_id}/limits"):
+            return Cell({"key_id": await scene.key_id()}, json={"requests_per_minute": 60})
         case _:
             assert "{" not in path, f"no way yet to make the ids of {method} {path}"
             return Cell()

@@ -103,6 +103,9 @@ async def test_a_handoff_whose_script_fails_leaves_a_lease_that_finds_no_job(
 ) -> None:
     """The parked poll gets its lease once submit.lua is written, before its reply; when
     the script fails, the submitter gets the error and the worker's report finds no job."""
+    # A key without quotas: one with quotas is handed a job before the script's reply
+    # only once its room under them is known (test_quotas.py).
+    user = await new_key(http, "user", "alice", requests_per_minute=0, max_active_jobs=0)
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
     original = jobs.submit
@@ -140,6 +143,9 @@ async def test_a_handed_off_job_is_found_by_a_report_sent_before_its_script_answ
     """Script calls run in the order this broker makes them, so the poll answers as soon
     as submit.lua is written: here its reply is held back 0.3 s, the worker completes the
     moment it has the lease, and the completion (run after the submit) is accepted."""
+    # A key without quotas: one with quotas is handed a job before the script's reply
+    # only once its room under them is known (test_quotas.py).
+    user = await new_key(http, "user", "alice", requests_per_minute=0, max_active_jobs=0)
     polling = await park_a_poll(http, worker, broker)
     jobs = broker.app.state.broker.store.jobs
     assert jobs.in_order

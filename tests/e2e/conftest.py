@@ -120,11 +120,18 @@ def start_fake(processes: Processes) -> Callable[..., Proc]:
     return start
 
 
-def make_key(broker_url: str, role: str, name: str = "e2e") -> str:
+def make_key(broker_url: str, role: str, name: str = "e2e", **limits: int) -> str:
+    """A new key's secret; `limits` (requests_per_minute=..., 0: none) are set on it."""
     reply = httpx.post(
         f"{broker_url}/v1/admin/keys", json={"role": role, "name": name}, headers=ADMIN_HEADERS
     )
     assert reply.status_code == 201, reply.text
+    if limits:
+        key_id = reply.json()["id"]
+        put = httpx.put(
+            f"{broker_url}/v1/admin/keys/{key_id}/limits", json=limits, headers=ADMIN_HEADERS
+        )
+        assert put.status_code == 200, put.text
     return reply.json()["key"]
 
 
