@@ -56,6 +56,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     auth = Authenticator(store.apikeys, admin_key=admin_key, cache_s=settings.key_cache_s)
     notifier = Notifier(store, on_revoked=auth.forget)
     metrics = Metrics(clock)
+    store.capacity.full_at = settings.store_full_at
     broker = Broker(
         settings=settings,
         store=store,
@@ -94,6 +95,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
                 tasks.create_task(notifier.run()),
                 tasks.create_task(run_reaper(store, interval_s=settings.reap_interval_s)),
                 tasks.create_task(run_finalizer(store, interval_s=settings.finalize_interval_s)),
+                tasks.create_task(store.capacity.watch()),
             ]
             yield
             for task in background:

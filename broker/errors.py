@@ -4,7 +4,8 @@
     ├── BadRequest (400) · Unauthorized (401) · Forbidden (403) · NotFound (404)
     ├── LeaseLost (409) · Conflict (409) · PayloadTooLarge (413)
     ├── RateLimited (429, with Retry-After)
-    └── Unavailable (503)
+    ├── Unavailable (503)
+    └── StoreFull (507, with Retry-After)
 
 Every error the broker answers, a validation failure or malformed JSON included, has the
 body `{"error": {"message", "type", "param", "code"}}` with a code from
@@ -100,6 +101,10 @@ class RateLimited(APIError):
 
 class Unavailable(APIError):
     status, type, code = 503, "service_unavailable", ErrorCode.unavailable
+
+
+class StoreFull(APIError):
+    status, type, code = 507, "service_unavailable", ErrorCode.store_full
 
 
 def error_response(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ResponseError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +38,7 @@ from .errors import (
     BadRequest,
     MethodNotAllowed,
     PayloadTooLarge,
+    StoreFull,
     Unavailable,
     validation_error_response,
 )
@@ -164,6 +166,17 @@ class EndpointApp:
                 "the broker's store cannot be reached; retry shortly",
                 headers={"Retry-After": "1"},
             ).response()
+        except ResponseError as exc:
+            if "OOM command not allowed" not in str(exc):
+                logger.exception("request.failed", extra={"path": scope["path"]})
+                response = APIError("internal error in the broker").response()
+            else:  # Redis is at its maxmemory: it refused the script's first write, so
+                # (as Redis does for scripts) none of the script's writes happened
+                logger.warning("request.store_full", extra={"path": scope["path"]})
+                response = StoreFull(
+                    "the broker's store is full; retry once running work frees room",
+                    headers={"Retry-After": "30"},
+                ).response()
         except Exception:  # the boundary of one request: log the cause, answer 500
             logger.exception("request.failed", extra={"path": scope["path"]})
             response = APIError("internal error in the broker").response()

@@ -62,6 +62,7 @@ class BrokerServer:
                 retention_ms=settings.retention_ms,
                 worker_alive_ms=settings.worker_alive_ms,
                 max_connections=settings.redis_max_connections,
+                embedded_max_memory_mb=settings.embedded_max_memory_mb,
             )
         )
         self._app = build_app(settings, store=self.store)

@@ -34,6 +34,20 @@ class BrokerSettings(BaseSettings):
         validation_alias="GARAGE_ADMIN_KEY",
         description="A bootstrap admin key accepted as is (from GARAGE_ADMIN_KEY).",
     )
+    embedded_max_memory_mb: int = Field(
+        1024,
+        ge=16,
+        description="The embedded redis-server's maxmemory, in MiB (policy noeviction: "
+        "nothing is ever dropped; new work is refused past store_full_at of it).",
+    )
+    store_full_at: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Fraction of Redis's maxmemory past which new jobs, batches and files "
+        "are refused (507) while running work finishes; a Redis with no maxmemory is never "
+        "full.",
+    )
     lease_s: float = Field(30.0, gt=0, description="Seconds a lease lasts unless renewed.")
     retention_s: float = Field(
         7 * 86400.0, gt=0, description="Seconds finished jobs and their events are kept."
@@ -66,6 +80,13 @@ class BrokerSettings(BaseSettings):
         description="Seconds a request body may stall (no byte arriving) while the broker "
         "reads it; then the answer is 408 and the connection is closed. Long-polls and "
         "streamed answers are not limited: only the reading of the request is.",
+    )
+    default_start_timeout_s: float = Field(
+        86400.0,
+        ge=0,
+        description="Seconds a queued job waits for a worker to start it when it names no "
+        "start_timeout_s; then it expires, so forgotten work cannot fill the store. 0: it "
+        "waits for ever.",
     )
     default_requests_per_minute: int = Field(
         600,

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     lease_lost = "lease_lost"  # a worker reported on a lease it no longer holds
     # capacity
     unavailable = "unavailable"  # the broker cannot serve now (its store is down)
+    store_full = "store_full"  # the broker's store is nearly full: no new work for now
     model_not_served = "model_not_served"  # no live worker serves the model
     rate_limit_exceeded = "rate_limit_exceeded"  # the key's submits a minute are used up
     too_many_active_jobs = "too_many_active_jobs"  # the key has its most jobs queued or running

@@ -39,6 +39,7 @@ async def _own_file(call: Call[None, None]) -> FileObject:
 
 async def upload_file(call: Call[None, None]) -> Response:
     """Uploads a batch input file (purpose `batch`, JSONL, at most 200 MB)."""
+    call.broker.jobs.check_room()  # a file is the start of a batch: none while full
     form = await call.request.form()
     try:
         purpose, file = form.get("purpose"), form.get("file")

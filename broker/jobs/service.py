@@ -35,7 +35,7 @@ from garage.contract import (
 
 from ..auth import Principal
 from ..clock import Clock
-from ..errors import Conflict, NotFound, RateLimited, Unavailable
+from ..errors import Conflict, NotFound, RateLimited, StoreFull, Unavailable
 from ..settings import BrokerSettings
 from ..store import Store
 from ..store.events import StoredEvent
@@ -93,6 +93,10 @@ class JobService:
         script is written where script calls run in order (`JobStore.in_order`), else
         once it has run."""
         await self._admit(spec)
+        if spec.start_timeout_s is None and self._settings.default_start_timeout_s:
+            spec = spec.model_copy(
+                update={"start_timeout_s": self._settings.default_start_timeout_s}
+            )
         owner, limits = caller.id, self._limits(caller)
         job_id = job_id or self.new_id()
         jobs, polls = self._store.jobs, self._notifier.polls
@@ -187,7 +191,9 @@ class JobService:
             raise _rate_limited(refused) from None
 
     async def _admit(self, spec: JobCreate) -> None:
-        """Fails fast (503) when no live worker serves an interactive job's model."""
+        """Fails fast when the store is nearly full (507) or no live worker serves an
+        interactive job's model (503)."""
+        self.check_room()
         if spec.lane is not Lane.interactive or spec.wait_for_worker:
             return
         if spec.model not in await self._store.fleet.models(max_age_s=_SERVED_MAX_AGE_S):
@@ -198,6 +204,17 @@ class JobService:
                 param="model",
                 # The openai SDK would retry a 503 for a second or more; retrying cannot help.
                 headers={"x-should-retry": "false"},
+            )
+
+    def check_room(self) -> None:
+        """Refuses new work (507) while the store is nearly full; the work in it runs on
+        (`store/capacity.py`)."""
+        capacity = self._store.capacity
+        if capacity.full:
+            raise StoreFull(
+                f"the broker's store is nearly full ({capacity.describe()}); new work is "
+                "refused until finished jobs pass their retention or the store grows",
+                headers={"Retry-After": "30"},
             )
 
     async def submit_and_wait(
@@ -367,6 +384,7 @@ class JobService:
         """Records a batch and queues its jobs (already checked) in the batch lane, all at
         once: a broker that dies on the way leaves no part of it. The batch is one submit
         under the caller's quotas, and its jobs count as active."""
+        self.check_room()
         try:
             return await self._store.batches.create(caller.id, create, specs, self._limits(caller))
         except QuotaRefused as refused:

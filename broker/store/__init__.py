@@ -20,6 +20,7 @@ from .apikeys import ApiKeyStore
 from .batches import BatchStore
 from .cancellation import honour_cancellation
 from .channels import OnMessage, OnSubscribed, Subscriber
+from .capacity import StoreCapacity
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -51,6 +52,7 @@ class Store:
     stats: StatsStore
     usage: UsageStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
+    capacity: StoreCapacity
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
     sentinels: list[Any] = field(default_factory=list)  # clients of the sentinels asked
 
@@ -84,6 +86,7 @@ class Store:
             usage=UsageStore(redis),
             kind=kind,
             channel=channel,
+            capacity=StoreCapacity(redis),
         )
 
     @classmethod
@@ -158,14 +161,16 @@ async def open_store(
     worker_alive_ms: int,
     max_connections: int = 256,
 ) -> AsyncIterator[Store]:
-    """Connects to `redis_url`, or runs the embedded store in `data_dir`, for the block.
-    Past `max_connections` a request waits for a free connection instead of failing."""
+    """Connects to `redis_url`, or runs the embedded store in `data_dir` (with a
+    `maxmemory`), for the block. Past `max_connections` a request waits for a free
+    connection instead of failing."""
     embedded: EmbeddedRedis | None = None
+    embedded_max_memory_mb: int = 1024,
     kind = "redis"
     if redis_url is None:
         binary = find_redis_server()
         if binary is not None:
-            embedded = EmbeddedRedis(data_dir, binary=binary)
+            embedded = EmbeddedRedis(data_dir, binary=binary, max_memory_mb=embedded_max_memory_mb)
             redis_url = embedded.start()
             kind = "embedded"
     try:

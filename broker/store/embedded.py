@@ -58,10 +58,11 @@ def find_redis_server() -> str | None:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, *, binary: str) -> None:
+    def __init__(self, data_dir: Path, *, binary: str, max_memory_mb: int = 1024) -> None:
         # Absolute: redis-server enters --dir before it reads the other paths it is given.
         self.data_dir = data_dir.resolve()
         self.binary = binary
+        self.max_memory_mb = max_memory_mb
         self._process: subprocess.Popen[bytes] | None = None
         self._socket_dir: str | None = None
         self.socket_path = self.data_dir / "redis.sock"
@@ -83,6 +84,10 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self.data_dir),
             "--appendonly", "yes",
+            # Never evict: a dropped key would be queued work lost without a word. Past
+            # store_full_at of this the broker refuses new work (capacity.py).
+            "--maxmemory", f"{self.max_memory_mb}mb",
+            "--maxmemory-policy", "noeviction",
             "--appendfsync", "everysec",
             "--save", "",
             "--pidfile", str(self.data_dir / "redis.pid"),

@@ -5,6 +5,7 @@ clock is the test's, so a minute passes at will."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -128,3 +129,16 @@ async def test_concurrent_submits_never_overshoot_the_minute(http: httpx.AsyncCl
     user = await new_key(http, "user", "alice", requests_per_minute=10)
     answers = await asyncio.gather(*(submit(http, user) for _ in range(40)))
     assert sorted(a.status_code for a in answers) == [201] * 10 + [429] * 30
+
+
+async def test_a_job_that_names_no_start_timeout_gets_the_brokers_default(
+    http: httpx.AsyncClient,
+) -> None:
+    user = await new_key(http, "user", "alice")
+    job = (await submit(http, user)).json()
+    created = datetime.fromisoformat(job["created_at"])
+    deadline = datetime.fromisoformat(job["start_deadline_at"])
+    assert (deadline - created).total_seconds() == 86400  # a day, unless it says
+    own = (await http.post("/v1/jobs", json={**CHAT, "start_timeout_s": 60}, headers=user)).json()
+    own_deadline = datetime.fromisoformat(own["start_deadline_at"])
+    assert (own_deadline - datetime.fromisoformat(own["created_at"])).total_seconds() == 60

@@ -102,8 +102,9 @@ def _sample(row: Any) -> tuple[str, Any] | None:
     default = (row.default or "").strip("`")
     if row.type.startswith("`int`"):  # one above the default satisfies every bound here
         return str(int(default) + 1), int(default) + 1
-    if row.type.startswith("`float`"):
-        return str(float(default) + 1), float(default) + 1
+    if row.type.startswith("`float`"):  # half the default keeps within bounds like <= 1
+        value = float(default) / 2 if float(default) > 0 else 1.0
+        return str(value), value
     return None
 
 

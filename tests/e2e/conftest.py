@@ -94,14 +94,16 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def start_broker(processes: Processes) -> Callable[..., Proc]:
     """`garage broker run`; on its own embedded store unless given --redis-url/--data-dir."""
 
-    def start(*args: str, name: str = "broker", port: int = 0) -> Proc:
+    def start(
+        *args: str, name: str = "broker", port: int = 0, env: dict[str, str] | None = None
+    ) -> Proc:
         if "--redis-url" not in args and "--data-dir" not in args:
             data = processes.tmp_path / f"{name}-{len(processes.started)}-data"
             args = (*args, "--data-dir", str(data))
         return processes.spawn_listening(
             garage_command("broker", "run", "--port", str(port), *args),
             name,
-            env={"GARAGE_ADMIN_KEY": ADMIN_KEY},
+            env={"GARAGE_ADMIN_KEY": ADMIN_KEY, **(env or {})},
         )
 
     return start
