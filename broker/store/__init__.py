@@ -19,8 +19,8 @@ from ..clock import Clock
 from .apikeys import ApiKeyStore
 from .batches import BatchStore
 from .cancellation import honour_cancellation
-from .channels import OnMessage, OnSubscribed, Subscriber
 from .capacity import StoreCapacity
+from .channels import OnMessage, OnSubscribed, Subscriber
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -50,9 +50,9 @@ class Store:
     files: FileStore
     batches: BatchStore
     stats: StatsStore
+    capacity: StoreCapacity
     usage: UsageStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
-    capacity: StoreCapacity
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
     sentinels: list[Any] = field(default_factory=list)  # clients of the sentinels asked
 
@@ -83,10 +83,10 @@ class Store:
             files=files,
             batches=BatchStore(redis, scripts, clock, files, retention_ms=retention_ms),
             stats=StatsStore(redis),
+            capacity=StoreCapacity(redis),
             usage=UsageStore(redis),
             kind=kind,
             channel=channel,
-            capacity=StoreCapacity(redis),
         )
 
     @classmethod
@@ -160,12 +160,12 @@ async def open_store(
     retention_ms: int,
     worker_alive_ms: int,
     max_connections: int = 256,
+    embedded_max_memory_mb: int = 1024,
 ) -> AsyncIterator[Store]:
     """Connects to `redis_url`, or runs the embedded store in `data_dir` (with a
     `maxmemory`), for the block. Past `max_connections` a request waits for a free
     connection instead of failing."""
     embedded: EmbeddedRedis | None = None
-    embedded_max_memory_mb: int = 1024,
     kind = "redis"
     if redis_url is None:
         binary = find_redis_server()
