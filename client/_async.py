@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -231,8 +232,9 @@ class AsyncClient:
     async def events(self, job_id: str, *, after: str | None = None) -> AsyncIterator[JobEvent]:
         """The job's events until it ends. A dropped connection resumes after the last
         event received (`Last-Event-ID`), so no event is lost or repeated."""
-        async for _, event in self.events_with_ids(job_id, after=after):
-            yield event
+        async with contextlib.aclosing(self.events_with_ids(job_id, after=after)) as events:
+            async for _, event in events:
+                yield event
 
     async def events_with_ids(
         self, job_id: str, *, after: str | None = None
@@ -242,12 +244,15 @@ class AsyncClient:
         drops = 0
         while True:
             try:
-                async for event_id, event in self._read_events(job_id, position):
-                    drops = 0
-                    position = event_id
-                    yield event_id, event
-                    if event.type in _TERMINAL_EVENTS:
-                        return
+                # Closed here, not by the garbage collector, when the caller stops early:
+                # the stream's connection is let go in this task, in order.
+                async with contextlib.aclosing(self._read_events(job_id, position)) as reading:
+                    async for event_id, event in reading:
+                        drops = 0
+                        position = event_id
+                        yield event_id, event
+                        if event.type in _TERMINAL_EVENTS:
+                            return
             except (httpx.TransportError, BrokerUnreachable):
                 pass  # resumed below from the last event received
             # The stream broke or closed before the job ended: back off, then resume.

@@ -208,3 +208,20 @@ async def test_run_takes_sampling_options_and_gives_the_text(network: Network) -
         assert job.text == "echo: one"  # the backend got max_tokens: two tokens
         with pytest.raises(ValueError, match="max_attempts"):
             await client.run("m", "x", max_attempts=0)  # a job's own option is still checked
+
+
+async def test_leaving_an_event_stream_early_closes_it_quietly(
+    network: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    network.backend.configure(tokens_per_s=25)
+    errors: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    async with AsyncClient(network.url, network.user_key) as client:
+        handle = await client.submit("m", WORDS)
+        async for event in client.events(handle.id):
+            if event.type == "delta":
+                break  # the generator is closed here, its stream's connection with it
+        await asyncio.sleep(0.2)  # a finaliser left to the garbage collector would run now
+        await handle.cancel()
+    assert errors == [] and "athrow" not in caplog.text
