@@ -5,6 +5,8 @@ serves it; each has a `build_app(state)` factory and a `python -m tests.fakes.<n
 This module holds what they share:
 
 - `FakeConfig`, the knobs: models served, pacing, failure modes. Change them while serving.
+  Pacing is a first-token delay and a rate, or a continuous-batching engine (`engine.py`,
+  `engine=ContinuousBatching(max_seqs, step_ms, prefill_ms)`) that the replies share.
 - `FakeState`, the config plus a log of every request and how it ended (`Outcome`), and
   `wait_for` to block on a condition with a deadline.
 - Deterministic content: the reply to a prompt is "echo: " + the prompt, one token per word
@@ -13,8 +15,8 @@ This module holds what they share:
   (`embedding`).
 - `FakeResponse`, which sends a reply while watching for the client to leave, as real
   servers do, so a test can see a cancelled job reach the backend.
-- `control_routes`: `/_fake/requests`, `/_fake/config`, `/_fake/reset`, to observe and
-  steer a fake running as a subprocess.
+- `control_routes`: `/_fake/requests`, `/_fake/config`, `/_fake/reset`, `/_fake/engine`,
+  to observe and steer a fake running as a subprocess.
 - `FakeServer` serves an app under uvicorn in a thread; `main` is the command-line entry.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,8 +43,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .engine import ContinuousBatching
+
 __all__ = [
     "DEFAULT_MODELS",
+    "ContinuousBatching",
     "Cut",
     "FakeConfig",
     "FakeResponse",
@@ -71,6 +77,9 @@ class FakeConfig:
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     first_token_s: float = 0.0  # latency before the first token (or an embedding reply)
     tokens_per_s: float = 0.0  # pace after the first token; 0 sends them at once
+    # Replies paced by one shared continuous-batching engine instead (engine.py); the two
+    # settings above are then unused.
+    engine: ContinuousBatching | None = None
     fail_status: int | None = None  # answer generation and embedding with this HTTP status
     fail_message: str = "injected failure"  # the message of fail_status and error_after
     cut_after: int | None = None  # drop the connection after this many tokens, mid-body
@@ -214,20 +223,23 @@ async def paced(state: FakeState, record: RequestRecord, tokens: list[str]) -> A
     """Yield `tokens` at the configured pace; raise Cut or InjectedError where configured,
     at the latest before the end, so a reply never completes when either is set."""
     config = state.config
-    for i, token in enumerate(tokens):
-        await _stall(config, sent=i)
-        _inject(config, sent=i)
-        delay = (
-            config.first_token_s
-            if i == 0
-            else 1 / config.tokens_per_s
-            if config.tokens_per_s
-            else 0
-        )
-        if delay:
-            await asyncio.sleep(delay)
-        record.tokens_sent += 1
-        yield token
+    engine = config.engine.admit(len(tokens)) if config.engine else contextlib.nullcontext()
+    async with engine as sequence:
+        for i, token in enumerate(tokens):
+            await _stall(config, sent=i)
+            _inject(config, sent=i)
+            if sequence is not None:
+                await sequence.next_token()
+            elif delay := (
+                config.first_token_s
+                if i == 0
+                else 1 / config.tokens_per_s
+                if config.tokens_per_s
+                else 0
+            ):
+                await asyncio.sleep(delay)
+            record.tokens_sent += 1
+            yield token
     await _stall(config, sent=None)
     _inject(config, sent=None)
 
@@ -345,7 +357,8 @@ def control_routes(state: FakeState) -> list[Route]:
     `GET /_fake/requests?outcome=aborted&count=1&timeout_s=5` lists the log, first waiting
     up to `timeout_s` for at least `count` requests (with that outcome, when given).
     `POST /_fake/config` takes a JSON object of FakeConfig fields; `POST /_fake/reset`
-    forgets the log and restores the starting config.
+    forgets the log and restores the starting config. `GET /_fake/engine` gives the
+    continuous-batching engine's counters (steps, tokens, running, waiting), 404 without one.
     """
 
     async def requests(request: Request) -> Response:
@@ -369,8 +382,14 @@ def control_routes(state: FakeState) -> list[Route]:
         state.reset()
         return JSONResponse(dataclasses.asdict(state.config))
 
+    async def engine(request: Request) -> Response:
+        if state.config.engine is None:
+            return JSONResponse({"error": "no engine configured"}, status_code=404)
+        return JSONResponse(state.config.engine.stats())
+
     return [
         Route("/_fake/requests", requests),
+        Route("/_fake/engine", engine),
         Route("/_fake/config", configure, methods=["POST"]),
         Route("/_fake/reset", reset, methods=["POST"]),
     ]
@@ -444,6 +463,13 @@ def main(name: str, build_app: Callable[[FakeState], ASGIApp], argv: Sequence[st
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated")
     parser.add_argument("--tokens-per-s", type=float, default=0.0, help="0: all at once")
     parser.add_argument("--first-token-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--max-seqs", type=int, help="pace replies by a continuous-batching engine (engine.py)"
+    )
+    parser.add_argument("--step-ms", type=float, default=20.0, help="the engine's step")
+    parser.add_argument(
+        "--prefill-ms", type=float, default=0.0, help="added to a step per sequence joining"
+    )
     parser.add_argument("--fail-status", type=int, help="answer jobs with this HTTP status")
     parser.add_argument("--cut-after", type=int, help="drop streams after N tokens")
     parser.add_argument("--error-after", type=int, help="in-stream error after N tokens")
@@ -461,6 +487,9 @@ def main(name: str, build_app: Callable[[FakeState], ASGIApp], argv: Sequence[st
             models=[m for m in args.models.split(",") if m],
             first_token_s=args.first_token_ms / 1000,
             tokens_per_s=args.tokens_per_s,
+            engine=ContinuousBatching(args.max_seqs, args.step_ms, args.prefill_ms)
+            if args.max_seqs
+            else None,
             fail_status=args.fail_status,
             cut_after=args.cut_after,
             error_after=args.error_after,

@@ -19,6 +19,9 @@ streaming is such an object as a data line, followed by `[DONE]`, as vLLM sends 
 A chat request with `tools` whose last user message starts with "call " gets a streamed
 tool call to the first tool, with arguments `{"text": <the rest of the message>}`.
 
+With `engine` set (`--max-seqs N --step-ms 20`), the tokens of every reply come from one
+continuous-batching engine shared by all requests (`engine.py`), as vLLM's do.
+
     python -m tests.fakes.openai --port 0 [--models a,b] [--tokens-per-s X] ...
 """
 
