@@ -57,6 +57,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
     notifier = Notifier(store, on_revoked=auth.forget)
     metrics = Metrics(clock)
     store.capacity.full_at = settings.store_full_at
+    store.fleet.max_per_key = settings.max_workers_per_key
     broker = Broker(
         settings=settings,
         store=store,

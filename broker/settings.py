@@ -55,6 +55,12 @@ class BrokerSettings(BaseSettings):
     poll_wait_max_s: float = Field(
         30.0, gt=0, le=60, description="Longest a worker's long-poll is parked, in seconds."
     )
+    max_workers_per_key: int = Field(
+        64,
+        ge=0,
+        description="Live workers one worker key may have in the fleet view; a poll for "
+        "one more is refused (429). 0: no limit.",
+    )
     worker_alive_s: float = Field(
         60.0, gt=0, description="Seconds since its last poll that a worker counts as live."
     )

@@ -127,12 +127,14 @@ def run(
         fail(f"bad worker settings: {exc}", 2)
     if settings.token is None:
         fail("no worker key: pass --token or set GARAGE_WORKER_TOKEN", 2)
-    from garage.client import AuthError
+    from garage.client import AuthError, Conflict, RateLimited
 
     try:
         run_loop(_serve(settings, daemon, gpu))
     except AuthError as exc:
         fail(f"the broker at {settings.broker} refused the worker key: {exc}", EXIT_AUTH)
+    except (Conflict, RateLimited) as exc:  # its fleet entry: another name or key helps
+        fail(f"the broker at {settings.broker} refused this worker: {exc.message}", 2)
 
 
 async def _serve(settings: Any, daemon: Any, gpu: Any) -> None:

@@ -32,9 +32,10 @@ from garage.contract import (
 )
 
 from ..auth import Principal
+from ..errors import Conflict, RateLimited
 from ..settings import BrokerSettings
 from ..store import Store
-from ..store.fleet import DeferredPoll
+from ..store.fleet import DeferredPoll, FleetRefused
 from ..store.leases import ReportOutcome
 from .notify import Notifier
 from .polls import ParkedPoll
@@ -76,7 +77,7 @@ class LeaseService:
         disconnected: Callable[[], Awaitable[None]],
     ) -> list[Lease]:
         """Leases jobs as soon as there are any, or none after the poll's wait."""
-        deferred = await self._store.fleet.record_poll(_worker_info(body, caller))
+        deferred = await self._record(_worker_info(body, caller))
         wait_s = min(body.wait_s, self._settings.poll_wait_max_s)
         if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
             # A full or unhealthy worker still long-polls, to keep its fleet entry fresh.
@@ -90,7 +91,25 @@ class LeaseService:
 
     async def heartbeat(self, caller: Principal, body: WorkerState) -> None:
         """Writes the worker's fleet entry now: its health changed while a poll parked."""
-        await self._store.fleet.record_poll(_worker_info(body, caller), defer=False)
+        await self._record(_worker_info(body, caller), defer=False)
+
+    async def _record(self, info: WorkerInfo, *, defer: bool = True) -> DeferredPoll | None:
+        """The poll's fleet entry, written (or deferred); refused when it is another worker
+        key's (409) or the key has its most live workers (429)."""
+        try:
+            return await self._store.fleet.record_poll(info, defer=defer)
+        except FleetRefused as refused:
+            if refused.reason == "taken":
+                raise Conflict(
+                    f"worker id {refused.worker_id!r} belongs to a live worker of another "
+                    "worker key; give this worker another name",
+                    param="worker_id",
+                ) from None
+            raise RateLimited(
+                f"this worker key has {refused.most} live workers, its most; use another "
+                "key for more workers",
+                headers={"Retry-After": "60"},
+            ) from None
 
     async def _claim_or_park(
         self,

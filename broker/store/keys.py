@@ -47,6 +47,7 @@ __all__ = [
     "owner_batches",
     "owner_files",
     "owner_jobs",
+    "owner_workers",
     "queue",
     "usage",
     "usage_owners",
@@ -145,6 +146,11 @@ def batch_staged_queue_prefix(batch_id: str) -> str:
 def batch_staged_start_deadlines(batch_id: str) -> str:
     """ZSET staged job id -> start deadline (ms) of a batch being created."""
     return f"{ROOT}staging:{batch_id}:start-deadlines"
+
+
+def owner_workers(owner: str) -> str:
+    """ZSET of the worker ids one worker key polled for, by last poll (ms)."""
+    return f"{ROOT}owner:{owner}:workers"
 
 
 def owner_batches(owner: str) -> str:

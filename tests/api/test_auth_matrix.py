@@ -44,11 +44,12 @@ CALLERS = (
 # fmt: off
 MATRIX: dict[Route, tuple[int, ...]] = {
     #                                                none bad  schm rev  user othr wrkr othr admin
-    ("POST",   "/v1/worker/poll"):                   (401, 401, 401, 401, 403, 403, 200, 200, 200),
+    # A worker id is the first key's while its worker lives: the others' polls are 409.
+    ("POST",   "/v1/worker/poll"):                   (401, 401, 401, 401, 403, 403, 200, 409, 409),
     ("POST",   "/v1/worker/jobs/{job_id}/report"):   (401, 401, 401, 401, 403, 403, 200, 409, 409),
     ("POST",   "/v1/worker/jobs/{job_id}/complete"): (401, 401, 401, 401, 403, 403, 200, 409, 409),
     ("POST",   "/v1/worker/jobs/{job_id}/fail"):     (401, 401, 401, 401, 403, 403, 200, 409, 409),
-    ("POST",   "/v1/worker/heartbeat"):              (401, 401, 401, 401, 403, 403, 204, 204, 204),
+    ("POST",   "/v1/worker/heartbeat"):              (401, 401, 401, 401, 403, 403, 204, 409, 409),
     ("GET",    "/v1/workers"):                       (401, 401, 401, 401, 200, 200, 403, 403, 200),
     ("GET",    "/v1/queues"):                        (401, 401, 401, 401, 200, 200, 403, 403, 200),
     ("POST",   "/v1/jobs"):                          (401, 401, 401, 401, 201, 201, 403, 403, 201),

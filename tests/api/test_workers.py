@@ -12,7 +12,7 @@ import pytest
 from garage.broker.store import Store
 
 from ..support import eventually
-from .conftest import CHAT, new_key, poll_body
+from .conftest import ADMIN, CHAT, new_key, poll_body
 
 
 async def lease_one(http, worker, **kw) -> dict:
@@ -469,3 +469,38 @@ async def test_a_poll_whose_worker_went_away_is_not_written_late(
     assert time.monotonic() - written_at < 1  # it left before its write was due
     await asyncio.sleep(1.5)
     assert (await fleet_entry(http, user, "went-away"))["running"] == 3
+
+
+async def test_a_worker_id_belongs_to_the_key_that_polled_until_it_goes_quiet(
+    http: httpx.AsyncClient, worker, broker, clock
+) -> None:
+    other = await new_key(http, "worker", "rig-2")
+    assert (await http.post("/v1/worker/poll", json=poll_body(), headers=worker)).status_code == 200
+    taken = await http.post("/v1/worker/poll", json=poll_body(), headers=other)
+    assert taken.status_code == 409 and "another worker key" in taken.json()["error"]["message"]
+    heartbeat = {k: v for k, v in poll_body().items() if k != "wait_s"}
+    assert (
+        await http.post("/v1/worker/heartbeat", json=heartbeat, headers=other)
+    ).status_code == 409
+    [entry] = (await http.get("/v1/workers", headers=ADMIN)).json()["data"]
+    assert entry["name"] == "w1" and entry["owner"] != other  # the first key's, untouched
+    clock.advance(broker.app.state.broker.settings.worker_alive_s + 1)
+    assert (await http.post("/v1/worker/poll", json=poll_body(), headers=other)).status_code == 200
+
+
+async def test_a_worker_key_has_at_most_its_share_of_live_workers(
+    http: httpx.AsyncClient, worker, broker
+) -> None:
+    broker.app.state.broker.store.fleet.max_per_key = 2
+    try:
+        for worker_id in ("a", "b"):
+            body = poll_body(worker_id=worker_id)
+            assert (
+                await http.post("/v1/worker/poll", json=body, headers=worker)
+            ).status_code == 200
+        third = await http.post("/v1/worker/poll", json=poll_body(worker_id="c"), headers=worker)
+        assert third.status_code == 429 and "2 live workers" in third.json()["error"]["message"]
+        again = await http.post("/v1/worker/poll", json=poll_body(worker_id="a"), headers=worker)
+        assert again.status_code == 200  # a worker it has polls on
+    finally:
+        broker.app.state.broker.store.fleet.max_per_key = 64
