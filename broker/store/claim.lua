@@ -1,5 +1,6 @@
 -- Leases up to as many jobs as the caller sends tokens: interactive before batch, and
--- within a lane the job with the lowest score (requeued first, then oldest) across the
+-- within a lane the job with the lowest score (requeued first, then the lowest fair-share
+-- tag, so keys take turns: fair_tag in lib.lua) across the
 -- worker's models. Jobs past their start deadline are expired on the way.
 -- Touches: queue:{model}:{lane} for each model and lane, job:{id}, job:{id}:events,
 --          leases, start-deadlines, usage:{owner}:{day} and usage-owners:{day} (a job that
@@ -55,6 +56,7 @@ for _, lane in ipairs({'interactive', 'batch'}) do
           observe('queue_wait', j[7] .. SEP .. stat_model(j[5]),
             (now_ms - tonumber(j[2])) / 1000)
         end
+        lane_leased(lane, best_score, now_ms)
         attempt = attempt + 1
         taken = taken + 1
         local token = ARGV[first_token + taken - 1]

@@ -71,12 +71,31 @@ for i = FIRST_FIELD, #ARGV do record[#record + 1] = ARGV[i] end
 redis.call('HSET', batch_key, unpack(record))
 redis.call('ZADD', owner_batches, created_ms, batch_id)
 
+-- The batch's jobs take their turns after the owner's earlier work (fair_tag): the k-th
+-- one moved, in staged order, is tagged `first_tag` plus k quanta.
+local first_tag = fair_tag(owner, 'batch', tonumber(created_ms), total, active == 0)
+local tagged = 0
 local per_model, staged_keys = {}, {staged_queues, staged_deadlines}
 for _, queue in ipairs(redis.call('SMEMBERS', staged_queues)) do
   local colon = string.find(queue, ':', 1, true)
   local lane, model = string.sub(queue, 1, colon - 1), string.sub(queue, colon + 1)
   local staged = staged_prefix .. queue
-  local moved = copy_sorted(staged, {queue_key(model, lane), owner_jobs, all_jobs})
+  local moved = copy_sorted(staged, {owner_jobs, all_jobs})
+  local start = 0
+  while true do
+    local ids = redis.call('ZRANGE', staged, start, start + CHUNK - 1)
+    if #ids == 0 then break end
+    local entries = {}
+    for _, id in ipairs(ids) do
+      local tag = first_tag + tagged * FAIR_QUANTUM_MS
+      entries[#entries + 1] = tag
+      entries[#entries + 1] = id
+      redis.call('HSET', job_key(id), 'tag', tag)
+      tagged = tagged + 1
+    end
+    redis.call('ZADD', queue_key(model, lane), unpack(entries))
+    start = start + CHUNK
+  end
   per_model[model] = (per_model[model] or 0) + moved
   count('submitted', lane .. SEP .. stat_model(model), moved)
   staged_keys[#staged_keys + 1] = staged

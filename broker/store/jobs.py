@@ -36,8 +36,7 @@ _CANCEL_ERROR = JobError(
 ).model_dump_json()
 
 
-# lib.lua's REQUEUE_SHIFT: a requeued job scores its creation time (ms) minus this.
-_REQUEUE_SHIFT = 1e15
+_AGE_WINDOW = 64  # queued jobs next to run whose age `queues` reads
 
 
 @dataclass(frozen=True)
@@ -266,7 +265,9 @@ class JobStore:
         return job_from_hash(fields) if fields else None
 
     async def queues(self) -> list[QueueState]:
-        """Every queue that holds jobs: its depth and when its oldest job was submitted."""
+        """Every queue that holds jobs: its depth, and when the oldest of the jobs next to
+        run was submitted (a queue runs in fair-share order, not arrival order, so this
+        looks at the first `_AGE_WINDOW` only: the wait of the jobs about to run)."""
         found: list[tuple[str, str, str]] = []
         async for key in self._redis.scan_iter(match=keys.QUEUE_PREFIX + "*", count=500):
             model, _, lane = key.removeprefix(keys.QUEUE_PREFIX).rpartition(":")
@@ -276,17 +277,19 @@ class JobStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, _, _ in found:
                 pipe.zcard(key)
-                pipe.zrange(key, 0, 0, withscores=True)  # a requeued job, if any, else the oldest
-                pipe.zrangebyscore(key, 0, "+inf", start=0, num=1, withscores=True)
+                pipe.zrange(key, 0, _AGE_WINDOW - 1)
             replies = await pipe.execute()
+        heads = {key: replies[2 * i + 1] for i, (key, _, _) in enumerate(found)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ids in heads.values():
+                for job_id in ids:
+                    pipe.hget(keys.job(job_id), "created_ms")
+            created = iter(await pipe.execute())
         queues = []
-        for i, (_, model, lane) in enumerate(found):
-            depth, head, oldest_fresh = replies[3 * i : 3 * i + 3]
-            if not depth:
-                continue
-            submitted = [score + _REQUEUE_SHIFT if score < 0 else score for _, score in head]
-            submitted += [score for _, score in oldest_fresh]
-            queues.append(QueueState(model, lane, depth, int(min(submitted))))
+        for i, (key, model, lane) in enumerate(found):
+            times = [int(t) for t in (next(created) for _ in heads[key]) if t]
+            if replies[2 * i] and times:
+                queues.append(QueueState(model, lane, replies[2 * i], min(times)))
         return sorted(queues, key=lambda q: (q.model, q.lane))
 
     async def watch(self, job_id: str, process_id: str) -> JobStatus | None:

@@ -18,6 +18,7 @@ __all__ = [
     "BATCH_PREFIX",
     "ENDED_CHANNEL",
     "EVENTS_CHANNEL_PREFIX",
+    "FAIR_PREFIX",
     "JOB_PREFIX",
     "LEASES",
     "QUEUE_PREFIX",
@@ -65,6 +66,8 @@ WORKERS = ROOT + "workers"  # ZSET worker id -> last poll (ms)
 STATS = ROOT + "stats"  # HASH of fleet-wide counters and histogram buckets (stats.py)
 STATS_MODELS = ROOT + "stats:models"  # SET of the model names that have their own series
 ACTIVE_PREFIX = ROOT + "active:"  # garage:active:{owner} -> its jobs queued or running
+# garage:fair:owners:{lane} -> HASH owner -> its clock; garage:fair:now:{lane} -> the lane's
+FAIR_PREFIX = ROOT + "fair:"
 RATE_PREFIX = ROOT + "rate:"  # garage:rate:{owner} -> its submit rate's state (quotas.py)
 USAGE_PREFIX = ROOT + "usage:"  # garage:usage:{owner}:{day} -> HASH of one owner's totals
 USAGE_OWNERS_PREFIX = ROOT + "usage-owners:"  # garage:usage-owners:{day} -> SET of owners

@@ -34,8 +34,8 @@ local BATCHES_TO_FINALIZE = '__BATCHES_TO_FINALIZE__'
 local EVENTS_CHANNEL_PREFIX = '__EVENTS_CHANNEL_PREFIX__'
 local BATCH_CHANNEL_PREFIX = '__BATCH_CHANNEL_PREFIX__'
 
--- A requeued job goes ahead of every fresh one: fresh jobs score their creation time in
--- ms (~1.8e12), requeued ones that minus 1e15, which keeps them in creation order too.
+-- A requeued job goes ahead of every fresh one: fresh jobs score their fair-share tag in
+-- ms (~1.8e12, see fair_tag), requeued ones that minus 1e15, which keeps their order too.
 local REQUEUE_SHIFT = 1e15
 
 local function job_key(id) return JOB_PREFIX .. id end
@@ -167,6 +167,42 @@ end
 local ACTIVE_PREFIX = '__ACTIVE_PREFIX__'
 local RATE_PREFIX = '__RATE_PREFIX__'
 
+-- Fair share between keys: a queue runs in the order of its jobs' start tags, not of their
+-- arrival (start-time fair queueing). Per lane, each owner has a clock; a job queued is
+-- tagged max(the owner's clock, the lane's clock) and moves the owner's clock on a
+-- quantum, and the lane's clock is the tag of the last job leased. So owners' jobs take
+-- turns however many one of them queued, and an owner with nothing active starts at the
+-- lane's clock. Tags are in ms (the clock starts at the time of the first tag), so they
+-- compare with the jobs queued before fair share and across the models of a lane.
+local FAIR_PREFIX = '__FAIR_PREFIX__'
+local FAIR_QUANTUM_MS = __FAIR_QUANTUM_MS__
+
+-- The lane's clock: the tag of the last job leased from it (or of the first job tagged).
+local function lane_clock(lane, now_ms)
+  local key = FAIR_PREFIX .. 'now:' .. lane
+  local clock = redis.call('GET', key)
+  if clock then return tonumber(clock) end
+  redis.call('SET', key, now_ms)
+  return now_ms
+end
+
+-- Tags n jobs of `owner` in `lane`: returns the first tag; the k-th job's is that plus
+-- k quanta. `idle`: the owner has nothing queued or running, so it starts afresh.
+local function fair_tag(owner, lane, now_ms, n, idle)
+  local clocks = FAIR_PREFIX .. 'owners:' .. lane
+  local start = lane_clock(lane, now_ms)
+  if not idle then start = math.max(start, tonumber(redis.call('HGET', clocks, owner) or '0')) end
+  redis.call('HSET', clocks, owner, start + n * FAIR_QUANTUM_MS)
+  return start
+end
+
+-- Moves the lane's clock to a leased job's tag (a requeued job's, below zero, does not).
+local function lane_leased(lane, tag, now_ms)
+  if tag >= 0 and tag > lane_clock(lane, now_ms) then
+    redis.call('SET', FAIR_PREFIX .. 'now:' .. lane, tag)
+  end
+end
+
 local function active_jobs(owner)
   return tonumber(redis.call('GET', ACTIVE_PREFIX .. owner) or '0')
 end
@@ -289,13 +325,14 @@ end
 -- `why` (lease_expired, retryable_error, handed_back) labels the retry in the statistics.
 local function requeue(id, reason, why)
   local key = job_key(id)
-  local j = redis.call('HMGET', key, 'model', 'lane', 'created_ms', 'attempt')
+  local j = redis.call('HMGET', key, 'model', 'lane', 'created_ms', 'attempt', 'tag')
   local attempt = tonumber(j[4])
+  if not j[5] or j[5] == '' then j[5] = j[3] end  -- queued before fair share
   count('retries', why .. SEP .. j[2] .. SEP .. stat_model(j[1]))
   redis.call('HSET', key, 'status', 'queued', 'lease_token', '', 'lease_owner', '',
     'worker', '')
   redis.call('ZREM', LEASES, id)
-  redis.call('ZADD', queue_key(j[1], j[2]), tonumber(j[3]) - REQUEUE_SHIFT, id)
+  redis.call('ZADD', queue_key(j[1], j[2]), tonumber(j[5]) - REQUEUE_SHIFT, id)
   emit(id, {type = 'restart', attempt = attempt + 1, reason = reason})
   emit(id, {type = 'status', status = 'queued', attempt = attempt})
   wake(j[1], id)

@@ -20,8 +20,18 @@ from . import keys
 __all__ = ["NO_LIMITS", "Limits", "QuotaRefused", "RateState", "lua_placeholders"]
 
 
+# How far a job moves its owner's fair-share clock (lib.lua's fair_tag): owners take turns
+# a job at a time; in ms, so tags stay comparable with arrival times.
+FAIR_QUANTUM_MS = 1000
+
+
 def lua_placeholders() -> dict[str, str]:
-    return {"__ACTIVE_PREFIX__": keys.ACTIVE_PREFIX, "__RATE_PREFIX__": keys.RATE_PREFIX}
+    return {
+        "__ACTIVE_PREFIX__": keys.ACTIVE_PREFIX,
+        "__RATE_PREFIX__": keys.RATE_PREFIX,
+        "__FAIR_PREFIX__": keys.FAIR_PREFIX,
+        "__FAIR_QUANTUM_MS__": str(FAIR_QUANTUM_MS),
+    }
 
 
 @dataclass(frozen=True)

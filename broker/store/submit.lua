@@ -67,7 +67,9 @@ if token ~= '' then
   emit(id, {type = 'status', status = 'running', attempt = 1, worker = ARGV[16]})
   return {id, 1, {}, left, whole_in, active + 1}
 end
-redis.call('ZADD', queue_key(model, lane), now_ms, id)
+local tag = fair_tag(owner, lane, now_ms, 1, active == 0)
+redis.call('HSET', job_key(id), 'tag', tag)
+redis.call('ZADD', queue_key(model, lane), tag, id)
 if start_deadline ~= '' then
   redis.call('ZADD', START_DEADLINES, tonumber(start_deadline), id)
 end

@@ -169,7 +169,8 @@ async def test_a_batch_job_has_the_fields_a_submitted_job_has(store: Store) -> N
     from_submit = await store.redis.hgetall(keys.job(submitted))
     assert from_batch.keys() == from_submit.keys()
     differ = {name for name in from_batch if from_batch[name] != from_submit[name]}
-    assert differ == {"id", "batch_id"} and from_batch["batch_id"] == batch.id
+    # and the fair-share tag: the later job takes its turn after the batch's
+    assert differ == {"id", "batch_id", "tag"} and from_batch["batch_id"] == batch.id
 
 
 class _Observed:
