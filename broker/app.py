@@ -18,7 +18,7 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
-from .api import admin, batches, files, jobs, models, openai, ops, usage, workers
+from .api import admin, batches, contributions, files, jobs, models, openai, ops, usage, workers
 from .auth import Authenticator
 from .clock import Clock, system_clock
 from .errors import not_found
@@ -77,6 +77,7 @@ def build_app(settings: BrokerSettings, *, store: Store, clock: Clock = system_c
         *files.endpoints,
         *models.endpoints,
         *usage.endpoints,
+        *contributions.endpoints,
         *admin.endpoints,
         *ops.endpoints,
     ]

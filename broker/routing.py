@@ -82,6 +82,7 @@ class Endpoint:
     form: dict[str, Any] | None = None  # a multipart body's schema, read by the handler
     max_body_bytes: int | None = None  # instead of the broker's limit
     documented: bool = True
+    also: tuple[Role, ...] = ()  # other roles that may call it besides `role` (and admin)
 
 
 class Call(Generic[BodyT, QueryT]):
@@ -187,7 +188,7 @@ class EndpointApp:
         caller = None
         if endpoint.role is not None:
             caller = await self.broker.auth.authenticate(request.headers.get("authorization"))
-            caller.require(endpoint.role)
+            caller.require(endpoint.role, *endpoint.also)
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             raise PayloadTooLarge(f"request body over the limit of {self.limit} bytes")

@@ -9,6 +9,7 @@ from .batch import batch
 from .broker import broker
 from .chat import chat
 from .completion import completion
+from .contributions import contributions
 from .fleet import workers
 from .job import job
 from .models import models
@@ -48,4 +49,5 @@ main.add_command(models)
 main.add_command(worker)
 main.add_command(workers)
 main.add_command(usage)
+main.add_command(contributions)
 main.add_command(completion)

@@ -30,12 +30,24 @@ def key() -> None:
     help="user submits jobs; worker serves them; admin does everything.",
 )
 @click.option("--name", required=True, help="A name to recognise the key by.")
+@click.option(
+    "--owner",
+    default=None,
+    metavar="KEY_ID",
+    help="A worker key's owner: the user key id credited with what its rigs contribute.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the key, alone on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the key record as JSON.")
 @broker_options
 @run_async
 async def create(
-    role: str, name: str, quiet: bool, as_json: bool, url: str | None, api_key: str | None
+    role: str,
+    name: str,
+    owner: str | None,
+    quiet: bool,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
 ) -> None:
     """Create a key; its secret is shown this once.
 
@@ -43,9 +55,10 @@ async def create(
     Examples:
       garage admin key create --role worker --name rig-1 --quiet
       garage admin key create --role user --name alice
+      garage admin key create --role worker --name alices-rig --owner key_01JD...
     """
     async with AsyncClient(url, api_key) as client:
-        created = await client.create_key(role, name)
+        created = await client.create_key(role, name, owner=owner)
     if quiet:
         click.echo(created.key)
     elif as_json:
@@ -60,8 +73,8 @@ async def create(
 @broker_options
 @run_async
 async def list_keys(as_json: bool, url: str | None, api_key: str | None) -> None:
-    """List every key: id, role, name, created, and its own limits ("default": the
-    broker's). Secrets are never shown.
+    """List every key: id, role, name, created, its own limits ("default": the broker's)
+    and a worker key's owner. Secrets are never shown.
 
     \b
     Examples:
@@ -74,7 +87,7 @@ async def list_keys(as_json: bool, url: str | None, api_key: str | None) -> None
         print_json([k.model_dump(mode="json") for k in found])
         return
     rows = [_row(k) for k in found]
-    print_rows(["ID", "ROLE", "NAME", "CREATED", "SUBMITS/MIN", "ACTIVE JOBS"], rows)
+    print_rows(["ID", "ROLE", "NAME", "CREATED", "SUBMITS/MIN", "ACTIVE JOBS", "OWNER"], rows)
 
 
 def _row(info: KeyInfo) -> list[str]:
@@ -86,6 +99,7 @@ def _row(info: KeyInfo) -> list[str]:
         created,
         _limit(info.limits.requests_per_minute),
         _limit(info.limits.max_active_jobs),
+        info.owner or "",
     ]
 
 

@@ -27,6 +27,8 @@ from garage.contract import (
     Batch,
     BatchCreate,
     BatchList,
+    ContributionGroup,
+    ContributionReport,
     FileObject,
     Job,
     JobCreate,
@@ -283,10 +285,15 @@ class AsyncClient:
 
     # keys and fleet
 
-    async def create_key(self, role: Role | str, name: str) -> KeyCreated:
-        body = await self._http.json(
-            "POST", "/v1/admin/keys", json={"role": str(Role(role)), "name": name}
-        )
+    async def create_key(
+        self, role: Role | str, name: str, *, owner: str | None = None
+    ) -> KeyCreated:
+        """A new key (an admin key); `owner`, for a worker key, is the user key id that owns
+        the rig and is credited with its contribution."""
+        fields: dict[str, str] = {"role": str(Role(role)), "name": name}
+        if owner is not None:
+            fields["owner"] = owner
+        body = await self._http.json("POST", "/v1/admin/keys", json=fields)
         return KeyCreated.model_validate(body)
 
     async def keys(self) -> list[KeyInfo]:
@@ -326,6 +333,33 @@ class AsyncClient:
             "group_by": ",".join(str(UsageGroup(g)) for g in group_by) if group_by else None,
         }
         return UsageReport.model_validate(await self._http.json("GET", "/v1/usage", params=params))
+
+    async def contributions(
+        self,
+        *,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        days: int | None = None,
+        key: str | None = None,
+        owner: str | None = None,
+        group_by: Sequence[ContributionGroup | str] | None = None,
+    ) -> ContributionReport:
+        """What the rigs gave the pool from `start` (or the last `days` days) to `end`,
+        both included (by default the last 30 days, by the broker's clock): jobs
+        completed, the seconds they ran, tokens generated and points, per owner and worker
+        key (the default `group_by`), or by `worker` and `day`; highest points first. Any
+        user key reads every worker key's (one `key`'s, or one `owner`'s keys'); a worker
+        key reads its own."""
+        params = {
+            "start": start and str(start),
+            "end": end and str(end),
+            "days": days,
+            "key": key,
+            "owner": owner,
+            "group_by": ",".join(str(ContributionGroup(g)) for g in group_by) if group_by else None,
+        }
+        reply = await self._http.json("GET", "/v1/contributions", params=params)
+        return ContributionReport.model_validate(reply)
 
     # files and batches (OpenAI's Batch API)
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from garage.contract import (
     Batch,
     BatchList,
+    ContributionReport,
     Job,
     JobEvent,
     JobList,
@@ -299,8 +300,12 @@ class Client:
         """`AsyncClient.usage`: start, end, model, owner, group_by."""
         return self._call(self._client.usage, **filters)
 
-    def create_key(self, role: str, name: str) -> KeyCreated:
-        return self._call(self._client.create_key, role, name)
+    def contributions(self, **filters: Any) -> ContributionReport:
+        """`AsyncClient.contributions`: start, end, days, key, owner, group_by."""
+        return self._call(self._client.contributions, **filters)
+
+    def create_key(self, role: str, name: str, *, owner: str | None = None) -> KeyCreated:
+        return self._call(self._client.create_key, role, name, owner=owner)
 
     def keys(self) -> list[KeyInfo]:
         return self._call(self._client.keys)

@@ -2,7 +2,8 @@
 
 The broker implements these models, the worker and the client consume them; nobody keeps a
 copy. Split by resource: jobs, events, workers (poll, leases, fleet), keys, files, batches
-(and the batch file format, `batch_file`), usage, errors (with the one list of error codes).
+(and the batch file format, `batch_file`), usage, contributions (with `days`, the span of
+days both report on), errors (with the one list of error codes).
 It imports nothing but pydantic, so the broker and the worker load it without the client
 SDK's HTTP stack (`tests/unit/test_layers.py` holds it to that).
 """
@@ -24,6 +25,15 @@ from .batches import (
     BatchStatus,
     BatchWaitQuery,
 )
+from .contributions import (
+    ContributionGroup,
+    ContributionQuery,
+    ContributionReport,
+    ContributionRow,
+    ContributionTotals,
+    PointsRule,
+)
+from .days import DaySpan
 from .errors import ErrorBody, ErrorCode, ErrorDetail, JobErrorType
 from .events import (
     DeltaEvent,
@@ -112,6 +122,12 @@ __all__ = [
     "BatchStatus",
     "BatchWaitQuery",
     "CompleteReport",
+    "ContributionGroup",
+    "ContributionQuery",
+    "ContributionReport",
+    "ContributionRow",
+    "ContributionTotals",
+    "DaySpan",
     "DeltaEvent",
     "DoneEvent",
     "ErrorBody",
@@ -148,6 +164,7 @@ __all__ = [
     "LeaseReport",
     "ModelCard",
     "ModelList",
+    "PointsRule",
     "PollReply",
     "PollRequest",
     "QueueInfo",

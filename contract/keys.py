@@ -21,6 +21,13 @@ class Role(StrEnum):
 class KeyCreate(In):
     role: Role
     name: str = Field(min_length=1, max_length=128)
+    owner: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="A worker key only: the id of the user key that owns the rig, credited "
+        "with what the key's workers contribute (docs/accounting.md).",
+    )
 
 
 class KeyLimits(Out):
@@ -53,6 +60,7 @@ class KeyInfo(Out):
     role: Role
     name: str
     created_at: datetime | None = None
+    owner: str | None = Field(None, description="A worker key's owner: a user key id.")
     limits: KeyLimits = Field(default_factory=KeyLimits, description="The key's own limits.")
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ._base import In, Out
+from ._base import Out
+from .days import DEFAULT_DAYS, MAX_DAYS, DaySpan
 from .jobs import MAX_MODEL_NAME
 
 __all__ = [
@@ -21,8 +22,8 @@ __all__ = [
     "UsageTotals",
 ]
 
-MAX_USAGE_DAYS = 400  # the longest span one request may ask for: the totals' retention
-DEFAULT_USAGE_DAYS = 30
+MAX_USAGE_DAYS = MAX_DAYS  # the longest span one request may ask for: the totals' retention
+DEFAULT_USAGE_DAYS = DEFAULT_DAYS
 
 
 class UsageGroup(StrEnum):
@@ -31,20 +32,9 @@ class UsageGroup(StrEnum):
     owner = "owner"  # the user key that submitted the jobs
 
 
-class UsageQuery(In):
+class UsageQuery(DaySpan):
     """`GET /v1/usage?start=&end=&days=&model=&owner=&group_by=`."""
 
-    start: date | None = Field(
-        None, description="First UTC day (YYYY-MM-DD); default: `days` days up to `end`."
-    )
-    end: date | None = Field(None, description="Last UTC day, included; default: today.")
-    days: int | None = Field(
-        None,
-        ge=1,
-        le=MAX_USAGE_DAYS,
-        description="This many days up to `end`, today included by default (30), instead of "
-        "`start`.",
-    )
     model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
     owner: str | None = Field(
         None,
@@ -71,23 +61,6 @@ class UsageQuery(In):
         if len(set(names)) < len(names):
             raise ValueError("a group is named twice")
         return ",".join(names)
-
-    def span(self, today: date) -> tuple[date, date]:
-        """The first and last day asked for, defaults filled in from `today` (UTC).
-        Raises ValueError for a span that is backwards or too long."""
-        if self.start is not None and self.days is not None:
-            raise ValueError("give start or days, not both")
-        end = self.end or today
-        days = self.days or DEFAULT_USAGE_DAYS
-        try:
-            start = self.start or end - timedelta(days=days - 1)
-        except OverflowError:
-            raise ValueError(f"no {days} days before {end}; give start") from None
-        if start > end:
-            raise ValueError(f"start {start} is after end {end}")
-        if (end - start).days >= MAX_USAGE_DAYS:
-            raise ValueError(f"at most {MAX_USAGE_DAYS} days at once")
-        return start, end
 
     @property
     def groups(self) -> list[UsageGroup] | None:

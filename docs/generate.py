@@ -339,7 +339,7 @@ class Operation:
     method: str
     path: str
     spec: Mapping[str, Any]
-    role: str | None  # the role its key needs (an admin key may call everything)
+    role: str | None  # the roles its key may have, comma-separated (an admin key may call all)
 
     @property
     def title(self) -> str:
@@ -384,7 +384,9 @@ def declared_roles(routes: Iterable[Any]) -> dict[tuple[str, str], str | None]:
     for route in routes:
         endpoint = getattr(getattr(route, "app", None), "endpoint", None)
         if isinstance(endpoint, Endpoint):
-            role = endpoint.role.value if endpoint.role is not None else None
+            role = None
+            if endpoint.role is not None:  # "user,worker" where others may call it too
+                role = ",".join(r.value for r in (endpoint.role, *endpoint.also))
             roles[(endpoint.method.lower(), endpoint.path)] = role
     return roles
 
@@ -490,7 +492,7 @@ def role_text(role: str | None) -> str:
         return "none: no key needed"
     if role == "admin":
         return "`admin`"
-    return f"`{role}` (or `admin`)"
+    return " or ".join(f"`{r}`" for r in role.split(",")) + " (or `admin`)"
 
 
 def parameters_table(parameters: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from garage.contract import KeyCreate, KeyCreated, KeyInfo, KeyLimits, KeyLimitsUpdate, Role
 
-from ..errors import NotFound
+from ..errors import BadRequest, NotFound
 from ..routing import Call, Endpoint, json_response
 
 __all__ = ["endpoints"]
@@ -16,8 +16,16 @@ _KEY_LIST = TypeAdapter(list[KeyInfo])
 
 
 async def create_key(call: Call[KeyCreate, None]) -> Response:
-    """Creates a key; the secret is in this response only."""
-    created = await call.broker.store.apikeys.create(call.body.role, call.body.name)
+    """Creates a key; the secret is in this response only. A worker key may name its
+    `owner`, a user key, credited with what the key's workers contribute."""
+    body = call.body
+    if body.owner is not None:
+        if body.role is not Role.worker:
+            raise BadRequest("only a worker key has an owner", param="owner")
+        owner = await call.broker.store.apikeys.get(body.owner)
+        if owner is None or owner.role is not Role.user:
+            raise BadRequest(f"no user key {body.owner!r} to own the key", param="owner")
+    created = await call.broker.store.apikeys.create(body.role, body.name, owner=body.owner)
     return json_response(created, status_code=201)
 
 

@@ -1,7 +1,8 @@
 """The only code that talks to Redis. Each state change is one Lua script (`*.lua`).
 
 `Store` bundles one Redis client with the parts that use it: jobs, leases, events, the
-fleet view, API keys, files, batches, fleet statistics and usage per key. `open_store`
+fleet view, API keys, files, batches, fleet statistics, usage per key and contribution
+per worker key. `open_store`
 connects to a URL, to the embedded `redis-server`, or (only where no binary exists) to an
 in-process fakeredis.
 """
@@ -21,6 +22,7 @@ from .batches import BatchStore
 from .cancellation import honour_cancellation
 from .capacity import StoreCapacity
 from .channels import OnMessage, OnSubscribed, Subscriber
+from .contributions import ContributionStore
 from .embedded import EmbeddedRedis, find_redis_server
 from .events import EventStore
 from .files import FileStore
@@ -52,6 +54,7 @@ class Store:
     stats: StatsStore
     capacity: StoreCapacity
     usage: UsageStore
+    contributions: ContributionStore
     kind: str  # "redis", "embedded" or "fakeredis", for /readyz and the startup log
     channel: ScriptChannel | None = None  # where script calls go, when not the pool
     sentinels: list[Any] = field(default_factory=list)  # clients of the sentinels asked
@@ -85,6 +88,7 @@ class Store:
             stats=StatsStore(redis),
             capacity=StoreCapacity(redis),
             usage=UsageStore(redis),
+            contributions=ContributionStore(redis),
             kind=kind,
             channel=channel,
         )

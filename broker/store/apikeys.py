@@ -27,19 +27,31 @@ class ApiKeyStore:
         self._redis = redis
         self._clock = clock
 
-    async def create(self, role: Role, name: str) -> KeyCreated:
+    async def create(self, role: Role, name: str, *, owner: str | None = None) -> KeyCreated:
+        """A new key; `owner` (a worker key's: a user key id) is stored with it, and
+        contribute in lib.lua reads it from there."""
         now_ms = self._clock()
         key_id = new_id("key", now_ms)
         secret = new_secret(f"gk-{role.value[0]}")
         digest = hash_secret(secret)
+        record: dict[str, str | int] = {
+            "id": key_id, "role": role.value, "name": name, "created_ms": now_ms,
+        }  # fmt: skip
+        if owner is not None:
+            record["owner"] = owner
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                keys.api_key(digest),
-                mapping={"id": key_id, "role": role.value, "name": name, "created_ms": now_ms},
-            )
+            pipe.hset(keys.api_key(digest), mapping=record)
             pipe.hset(keys.api_key_ids(), key_id, digest)
             await pipe.execute()
-        return KeyCreated(id=key_id, role=role, name=name, created_at=from_ms(now_ms), key=secret)
+        return KeyCreated(
+            id=key_id, role=role, name=name, created_at=from_ms(now_ms), owner=owner, key=secret
+        )
+
+    async def get(self, key_id: str) -> KeyInfo | None:
+        """The key with this id, or None."""
+        digest = await self._redis.hget(keys.api_key_ids(), key_id)
+        fields = await self._redis.hgetall(keys.api_key(digest)) if digest else None
+        return _info(fields) if fields else None
 
     async def lookup(self, secret: str) -> KeyInfo | None:
         fields = await self._redis.hgetall(keys.api_key(hash_secret(secret)))
@@ -99,5 +111,6 @@ def _info(fields: dict[str, str]) -> KeyInfo:
         role=Role(fields["role"]),
         name=fields["name"],
         created_at=from_ms(fields.get("created_ms")),
+        owner=fields.get("owner") or None,
         limits=KeyLimits(**limits),
     )

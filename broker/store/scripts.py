@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from garage.contract import ErrorCode, JobErrorType
 
 from . import keys
+from .contributions import lua_placeholders as contribution_placeholders
 from .quotas import lua_placeholders as quota_placeholders
 from .stats import lua_placeholders as stats_placeholders
 from .usage import lua_placeholders as usage_placeholders
@@ -47,6 +48,7 @@ _PLACEHOLDERS = {
     **stats_placeholders(),
     **usage_placeholders(),
     **quota_placeholders(),
+    **contribution_placeholders(),
 }
 
 

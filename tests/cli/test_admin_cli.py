@@ -22,7 +22,7 @@ def test_an_admin_lists_limits_and_revokes_keys(live_broker: LiveBroker, redis) 
     listed = garage(live_broker, "admin", "key", "list")
     assert listed.exit_code == 0, listed.output
     assert listed.output.splitlines()[0].split() == [
-        "ID", "ROLE", "NAME", "CREATED", "SUBMITS/MIN", "ACTIVE", "JOBS"
+        "ID", "ROLE", "NAME", "CREATED", "SUBMITS/MIN", "ACTIVE", "JOBS", "OWNER"
     ]  # fmt: skip
     [row] = [line for line in listed.output.splitlines() if key["id"] in line]
     assert row.split()[1:3] == ["user", "ann"] and row.split()[-2:] == ["default", "default"]
