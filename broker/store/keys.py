@@ -13,9 +13,13 @@ from datetime import date
 __all__ = [
     "ACTIVE_PREFIX",
     "ALL_JOBS",
+    "API_KEY_IDS",
+    "API_KEY_PREFIX",
     "BATCHES_TO_FINALIZE",
     "BATCH_CHANNEL_PREFIX",
     "BATCH_PREFIX",
+    "CONTRIBUTION_KEYS_PREFIX",
+    "CONTRIBUTION_PREFIX",
     "ENDED_CHANNEL",
     "EVENTS_CHANNEL_PREFIX",
     "FAIR_PREFIX",
@@ -39,6 +43,8 @@ __all__ = [
     "batch_staged_queue_prefix",
     "batch_staged_queues",
     "batch_staged_start_deadlines",
+    "contribution",
+    "contribution_keys",
     "events",
     "events_channel",
     "file",
@@ -71,6 +77,11 @@ FAIR_PREFIX = ROOT + "fair:"
 RATE_PREFIX = ROOT + "rate:"  # garage:rate:{owner} -> its submit rate's state (quotas.py)
 USAGE_PREFIX = ROOT + "usage:"  # garage:usage:{owner}:{day} -> HASH of one owner's totals
 USAGE_OWNERS_PREFIX = ROOT + "usage-owners:"  # garage:usage-owners:{day} -> SET of owners
+# garage:contrib:{worker key id}:{day} -> HASH of what the key's workers gave that day
+CONTRIBUTION_PREFIX = ROOT + "contrib:"
+CONTRIBUTION_KEYS_PREFIX = ROOT + "contrib-keys:"  # garage:contrib-keys:{day} -> SET of key ids
+API_KEY_PREFIX = ROOT + "apikey:"  # garage:apikey:{sha256 of the secret} -> HASH of the key
+API_KEY_IDS = ROOT + "apikeys"  # HASH key id -> the SHA-256 its record is under
 BATCH_PREFIX = ROOT + "batch:"  # garage:batch:{id} -> HASH of the batch and its counts
 BATCHES_TO_FINALIZE = ROOT + "batches:finalize"  # ZSET batch id -> when to (re)try (ms)
 # PUBLISH "<model> <job id>" when a job becomes claimable, "<model> *<n>" when n jobs do
@@ -109,12 +120,12 @@ def idempotency(owner: str, key: str) -> str:
 
 def api_key(key_hash: str) -> str:
     """HASH describing one API key, found by the SHA-256 of the secret."""
-    return f"{ROOT}apikey:{key_hash}"
+    return API_KEY_PREFIX + key_hash
 
 
 def api_key_ids() -> str:
     """HASH key id -> key hash, so admins can list and revoke keys by id."""
-    return ROOT + "apikeys"
+    return API_KEY_IDS
 
 
 def worker(worker_id: str) -> str:
@@ -182,3 +193,15 @@ def usage(owner: str, day: date) -> str:
 def usage_owners(day: date) -> str:
     """SET of the owners with usage on one UTC day, so an admin's read finds them all."""
     return f"{USAGE_OWNERS_PREFIX}{day.isoformat()}"
+
+
+def contribution(key_id: str, day: date) -> str:
+    """HASH of what one worker key's workers gave on one UTC day:
+    `<counter><SEP><worker id>` -> count, and the key's `name` and `owner` that day
+    (contributions.py). lib.lua builds the same name from CONTRIBUTION_PREFIX."""
+    return f"{CONTRIBUTION_PREFIX}{key_id}:{day.isoformat()}"
+
+
+def contribution_keys(day: date) -> str:
+    """SET of the worker key ids that earned anything on one UTC day."""
+    return f"{CONTRIBUTION_KEYS_PREFIX}{day.isoformat()}"

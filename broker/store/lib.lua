@@ -14,6 +14,9 @@
 --   staging:{id}:*    a batch being created (stage_batch.lua, commit_batch.lua)
 --   usage:{owner}:{day}  HASH  one owner's totals on a UTC day, "<counter>\31<model>" -> n
 --   usage-owners:{day}   SET   the owners with totals on that day
+--   contrib:{key}:{day}  HASH  a worker key's contribution on a UTC day (`contribute`)
+--   contrib-keys:{day}   SET   the worker keys with a contribution on that day
+--   apikey:{sha256}, apikeys  read only: a worker key's name and owner (`contribute`)
 -- Channels: ev:{id} gets "<previous entry id or -> <entry id> <event JSON>"; wake gets
 -- "<model> <job id>"
 -- when a job becomes claimable ("<model> *<n>" when n jobs of a batch do at once); ended
@@ -276,6 +279,36 @@ local function charge_late_usage(id, token, usage_json)
   redis.call('HSET', key, 'late_usage_lease', '')
   local _, prompt, completion, estimated = record_usage(id, usage_json, stat_model(j[3]))
   charge(j[2], j[3], tonumber(j[4]), 0, prompt, completion, estimated)
+end
+
+-- Contribution per worker key (contributions.py reads it). A job that succeeds credits the
+-- worker key whose lease produced the result with the job, the attempt's run time (its
+-- lease to its result) and the completion tokens its worker reported (`estimated`: those
+-- of them that were estimated), per UTC day and worker id: a hash per key and day, fields
+-- "<counter>\31<worker id>", plus the key's name and owner as they were that day. Only
+-- complete.lua calls it, once per accepted result, so a failed, cancelled, fenced or
+-- reaped attempt earns nothing and nothing is ever taken away.
+local CONTRIBUTION_PREFIX = '__CONTRIBUTION_PREFIX__'
+local CONTRIBUTION_KEYS_PREFIX = '__CONTRIBUTION_KEYS_PREFIX__'
+local CONTRIBUTION_RETENTION_MS = __CONTRIBUTION_RETENTION_MS__
+
+local function contribute(key_id, worker, busy_ms, completion, estimated, now_ms)
+  local day = utc_day(now_ms)
+  local key = CONTRIBUTION_PREFIX .. key_id .. ':' .. day
+  for _, c in ipairs({{'jobs', 1}, {'busy_ms', math.max(busy_ms, 0)},
+                      {'completion_tokens', completion}, {'estimated_tokens', estimated}}) do
+    if c[2] > 0 then redis.call('HINCRBY', key, c[1] .. SEP .. worker, c[2]) end
+  end
+  local digest = redis.call('HGET', '__API_KEY_IDS__', key_id)
+  if digest then
+    local k = redis.call('HMGET', '__API_KEY_PREFIX__' .. digest, 'name', 'owner')
+    if k[1] then redis.call('HSET', key, 'name', k[1]) end
+    if k[2] then redis.call('HSET', key, 'owner', k[2]) end
+  end
+  redis.call('PEXPIRE', key, CONTRIBUTION_RETENTION_MS)
+  local keys_of_day = CONTRIBUTION_KEYS_PREFIX .. day
+  redis.call('SADD', keys_of_day, key_id)
+  redis.call('PEXPIRE', keys_of_day, CONTRIBUTION_RETENTION_MS)
 end
 
 -- Moves a job to a terminal status. Terminal states never change again: every script
