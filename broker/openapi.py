@@ -25,10 +25,16 @@ _ERRORS = {
     403: "The key's role may not do this",
     404: "No such resource (or not yours)",
     408: "The request's head or body stopped arriving",
+    409: "The resource's state does not allow this: the lease moved on, the job ended, or "
+    "another worker key's live worker has this worker id",
     413: "Body over the limit",
+    429: "Over one of the key's quotas: submits a minute, jobs active, live workers "
+    "(Retry-After)",
     503: "Cannot serve now: no live worker serves the model, or the store is unreachable "
     "(Retry-After)",
+    507: "The store is nearly full: no new work until room comes back (Retry-After)",
 }
+_KEYED = (401, 403, 409, 429)  # answers only a request with a key can get
 _REF = "#/components/schemas/{model}"
 
 
@@ -93,7 +99,7 @@ def _operation(e: Endpoint, refs: dict[Any, Any], schemas: dict[str, Any]) -> di
     error = {"application/json": {"schema": refs[(ErrorBody, "serialization")]}}
     responses: dict[str, Any] = {str(e.status_code): answer}
     for status, description in _ERRORS.items():
-        if status in (401, 403) and e.role is None:
+        if status in _KEYED and e.role is None:
             continue
         responses[str(status)] = {"description": description, "content": error}
     operation: dict[str, Any] = {
