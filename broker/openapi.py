@@ -28,8 +28,7 @@ _ERRORS = {
     409: "The resource's state does not allow this: the lease moved on, the job ended, or "
     "another worker key's live worker has this worker id",
     413: "Body over the limit",
-    429: "Over one of the key's quotas: submits a minute, jobs active, live workers "
-    "(Retry-After)",
+    429: "Over one of the key's quotas: submits a minute, jobs active, live workers (Retry-After)",
     503: "Cannot serve now: no live worker serves the model, or the store is unreachable "
     "(Retry-After)",
     507: "The store is nearly full: no new work until room comes back (Retry-After)",

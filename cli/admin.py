@@ -1,4 +1,4 @@
-"""`garage admin key create|list|revoke|limits`: key management."""
+"""`garage admin key create|list|rotate|revoke|limits`: key management."""
 
 from __future__ import annotations
 
@@ -107,6 +107,28 @@ def _limit(value: int | None) -> str:
     if value is None:
         return "default"
     return "none" if value == 0 else str(value)
+
+
+@key.command("rotate")
+@click.argument("key_id")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the new key, alone on stdout.")
+@broker_options
+@run_async
+async def rotate(key_id: str, quiet: bool, url: str | None, api_key: str | None) -> None:
+    """Give a key a new secret, shown this once; the old one stops working on every
+    broker at once. The id stays, so the key's jobs, usage and limits stay its own.
+
+    \b
+    Example:
+      garage admin key rotate key_01JD... --quiet > rig-1.key
+    """
+    async with AsyncClient(url, api_key) as client:
+        rotated = await client.rotate_key(key_id)
+    if quiet:
+        click.echo(rotated.key)
+    else:
+        click.echo(f"rotated {rotated.role.value} key {rotated.id} ({rotated.name}):")
+        click.echo(rotated.key)
 
 
 @key.command("revoke")

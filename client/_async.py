@@ -300,6 +300,10 @@ class AsyncClient:
         """Every key (an admin key): id, role, name and its own limits; no secrets."""
         return _KEY_LIST.validate_python(await self._http.json("GET", "/v1/admin/keys"))
 
+    async def rotate_key(self, key_id: str) -> KeyCreated:
+        """A new secret for a key (the same id); the old secret stops working at once."""
+        return await self._http.call("POST", f"/v1/admin/keys/{key_id}/rotate", KeyCreated)
+
     async def revoke_key(self, key_id: str) -> None:
         """Revokes a key; every broker refuses it within a second."""
         await self._http.request("DELETE", f"/v1/admin/keys/{key_id}")

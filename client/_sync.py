@@ -310,6 +310,9 @@ class Client:
     def keys(self) -> list[KeyInfo]:
         return self._call(self._client.keys)
 
+    def rotate_key(self, key_id: str) -> KeyCreated:
+        return self._call(self._client.rotate_key, key_id)
+
     def revoke_key(self, key_id: str) -> None:
         self._call(self._client.revoke_key, key_id)
 

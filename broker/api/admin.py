@@ -1,4 +1,4 @@
-"""Key management for admins: create, list, revoke, and set a key's limits."""
+"""Key management for admins: create, list, rotate, revoke, and set a key's limits."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ async def revoke_key(call: Call[None, None]) -> Response:
     return Response(status_code=204)
 
 
+async def rotate_key(call: Call[None, None]) -> Response:
+    """A new secret for the key, in this response only; the old one is refused from now
+    on. The id stays, so the key's jobs, usage, contribution and limits stay its own."""
+    key_id = call.path["key_id"]
+    rotated = await call.broker.store.apikeys.rotate(key_id)
+    if rotated is None:
+        raise NotFound(f"no key {key_id!r}", param="key_id")
+    call.broker.auth.forget(key_id)  # here at once; other brokers hear it on pub/sub
+    return json_response(rotated)
+
+
 async def set_limits(call: Call[KeyLimitsUpdate, None]) -> Response:
     """Sets the key's own limits; a field left out (or null) takes the broker's default.
     Every broker applies them from the key's next request."""
@@ -61,6 +72,8 @@ endpoints = [
     Endpoint("GET", "/v1/admin/keys", list_keys, "List keys", _TAGS, Role.admin),
     Endpoint("DELETE", "/v1/admin/keys/{key_id}", revoke_key, "Revoke a key", _TAGS, Role.admin,
              status_code=204),
+    Endpoint("POST", "/v1/admin/keys/{key_id}/rotate", rotate_key, "Rotate a key's secret",
+             _TAGS, Role.admin, reply=KeyCreated),
     Endpoint("PUT", "/v1/admin/keys/{key_id}/limits", set_limits, "Set a key's limits", _TAGS,
              Role.admin, body=KeyLimitsUpdate, reply=KeyInfo),
 ]  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from redis.exceptions import WatchError
+
 from garage.contract import KeyCreated, KeyInfo, KeyLimits, Role
 
 from ..clock import Clock, from_ms
@@ -84,6 +86,32 @@ class ApiKeyStore:
             replies = await pipe.execute()
         fields = replies[-2]
         return _info(fields) if fields else None
+
+    async def rotate(self, key_id: str) -> KeyCreated | None:
+        """A new secret for the key: the same id (so its jobs, usage, contribution and
+        limits stay its own), the old secret refused from now on, on every broker."""
+        secret = None
+        while secret is None:  # the record read and replaced as one, or read again
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(keys.api_key_ids())
+                digest = await pipe.hget(keys.api_key_ids(), key_id)
+                if digest is None:
+                    return None
+                record = await pipe.hgetall(keys.api_key(digest))
+                role = Role(record["role"])
+                new = new_secret(f"gk-{role.value[0]}")
+                pipe.multi()
+                pipe.hset(keys.api_key(hash_secret(new)), mapping=record)
+                pipe.delete(keys.api_key(digest))
+                pipe.hset(keys.api_key_ids(), key_id, hash_secret(new))
+                pipe.publish(keys.REVOKED_CHANNEL, key_id)  # the old secret, everywhere
+                try:
+                    await pipe.execute()
+                    secret = new
+                except WatchError:
+                    continue
+        info = _info(record)
+        return KeyCreated(**info.model_dump(), key=secret)
 
     async def revoke(self, key_id: str) -> bool:
         digest = await self._redis.hget(keys.api_key_ids(), key_id)

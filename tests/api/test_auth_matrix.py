@@ -75,6 +75,7 @@ MATRIX: dict[Route, tuple[int, ...]] = {
     ("POST",   "/v1/admin/keys"):                    (401, 401, 401, 401, 403, 403, 403, 403, 201),
     ("GET",    "/v1/admin/keys"):                    (401, 401, 401, 401, 403, 403, 403, 403, 200),
     ("DELETE", "/v1/admin/keys/{key_id}"):           (401, 401, 401, 401, 403, 403, 403, 403, 204),
+    ("POST",   "/v1/admin/keys/{key_id}/rotate"):    (401, 401, 401, 401, 403, 403, 403, 403, 200),
     ("PUT",    "/v1/admin/keys/{key_id}/limits"):    (401, 401, 401, 401, 403, 403, 403, 403, 200),
     ("GET",    "/healthz"):                          (200, 200, 200, 200, 200, 200, 200, 200, 200),
     ("GET",    "/readyz"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
@@ -197,7 +198,7 @@ async def prepare(scene: Scene, route: Route) -> Cell:
             return Cell({"file_id": await scene.file()})
         case ("POST", "/v1/admin/keys"):
             return Cell(json={"role": "user", "name": "made-in-a-cell"})
-        case ("DELETE", "/v1/admin/keys/{key_id}"):
+        case ("DELETE", "/v1/admin/keys/{key_id}") | ("POST", "/v1/admin/keys/{key_id}/rotate"):
             return Cell({"key_id": await scene.key_id()})
         case ("PUT", "/v1/admin/keys/{key_id}/limits"):
             return Cell({"key_id": await scene.key_id()}, json={"requests_per_minute": 60})

@@ -142,3 +142,21 @@ async def test_a_job_that_names_no_start_timeout_gets_the_brokers_default(
     own = (await http.post("/v1/jobs", json={**CHAT, "start_timeout_s": 60}, headers=user)).json()
     own_deadline = datetime.fromisoformat(own["start_deadline_at"])
     assert (own_deadline - datetime.fromisoformat(own["created_at"])).total_seconds() == 60
+
+
+async def test_a_rotated_key_keeps_its_id_jobs_and_limits_and_drops_its_old_secret(
+    http: httpx.AsyncClient,
+) -> None:
+    created = await http.post("/v1/admin/keys", json={"role": "user", "name": "r"}, headers=ADMIN)
+    key_id, old = created.json()["id"], {"Authorization": f"Bearer {created.json()['key']}"}
+    await http.put(f"/v1/admin/keys/{key_id}/limits", json={"max_active_jobs": 5}, headers=ADMIN)
+    job = (await submit(http, old)).json()
+    rotated = await http.post(f"/v1/admin/keys/{key_id}/rotate", headers=ADMIN)
+    assert rotated.status_code == 200 and rotated.json()["id"] == key_id
+    assert rotated.json()["limits"]["max_active_jobs"] == 5
+    new = {"Authorization": f"Bearer {rotated.json()['key']}"}
+    assert (await http.get("/v1/jobs", headers=old)).status_code == 401
+    mine = (await http.get("/v1/jobs", headers=new)).json()["data"]
+    assert [j["id"] for j in mine] == [job["id"]]
+    missing = await http.post("/v1/admin/keys/key_nope/rotate", headers=ADMIN)
+    assert missing.status_code == 404

@@ -36,6 +36,12 @@ def test_an_admin_lists_limits_and_revokes_keys(live_broker: LiveBroker, redis) 
         {"requests_per_minute": 60, "max_active_jobs": 0}
     ]
 
+    rotated = garage(live_broker, "admin", "key", "rotate", key["id"], "--quiet")
+    assert rotated.exit_code == 0 and rotated.output.strip().startswith("gk-u-")
+    assert garage(live_broker, "job", "list", key=key["key"]).exit_code == 4  # the old secret
+    assert garage(live_broker, "job", "list", key=rotated.output.strip()).exit_code == 0
+    key["key"] = rotated.output.strip()
+
     revoked = garage(live_broker, "admin", "key", "revoke", key["id"])
     assert revoked.exit_code == 0 and f"revoked {key['id']}" in revoked.output
     refused = garage(live_broker, "job", "list", key=key["key"])
