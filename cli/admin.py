@@ -160,6 +160,10 @@ async def revoke(key_id: str, url: str | None, api_key: str | None) -> None:
     type=click.IntRange(min=0),
     help="Jobs queued or running at once; 0: no limit. Left out: the broker's default.",
 )
+@click.option(
+    "--models",
+    help="A worker key's: the only models its workers may serve, comma-separated. Left out: any.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the key as JSON.")
 @broker_options
 @run_async
@@ -167,6 +171,7 @@ async def limits(
     key_id: str,
     requests_per_minute: int | None,
     max_active_jobs: int | None,
+    models: str | None,
     as_json: bool,
     url: str | None,
     api_key: str | None,
@@ -177,17 +182,20 @@ async def limits(
     \b
     Examples:
       garage admin key limits key_01JD... --rpm 60 --max-active-jobs 1000
+      garage admin key limits key_01JE... --models llama3.1:8b,qwen2.5:7b   # a worker key
       garage admin key limits key_01JD...            # back to the defaults
     """
+    served = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
     update = KeyLimitsUpdate(
-        requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs
+        requests_per_minute=requests_per_minute, max_active_jobs=max_active_jobs, models=served
     )
     async with AsyncClient(url, api_key) as client:
         info = await client.set_key_limits(key_id, update)
     if as_json:
         print_json(info)
         return
+    served_text = ", ".join(info.limits.models) if info.limits.models is not None else "any"
     click.echo(
         f"{info.id} ({info.name}): submits/min {_limit(info.limits.requests_per_minute)}, "
-        f"active jobs {_limit(info.limits.max_active_jobs)}"
+        f"active jobs {_limit(info.limits.max_active_jobs)}, models {served_text}"
     )

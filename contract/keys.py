@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from ._base import In, Out
+from .jobs import MAX_MODEL_NAME
+from .workers import MAX_POLL_MODELS
+
+_ModelName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_MODEL_NAME)]
 
 __all__ = ["KeyCreate", "KeyCreated", "KeyInfo", "KeyLimits", "KeyLimitsUpdate", "Role"]
 
@@ -45,6 +50,12 @@ class KeyLimits(Out):
         ge=0,
         le=10_000_000,
         description="Jobs the key may have queued or running at once (a batch's jobs count).",
+    )
+    models: list[_ModelName] | None = Field(
+        None,
+        max_length=MAX_POLL_MODELS,
+        description="A worker key's: the only models its workers may serve (a poll naming "
+        "others is served for these alone); None: any.",
     )
 
 

@@ -17,6 +17,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from garage.contract import (
     CompleteReport,
@@ -41,6 +42,8 @@ from .notify import Notifier
 from .polls import ParkedPoll
 
 __all__ = ["LeaseService", "ReportOutcome"]
+
+StateT = TypeVar("StateT", bound=WorkerState)
 
 _FALLBACK_RECHECK_S = 1.0  # fallback polls take no wakes; they look again this often
 
@@ -77,6 +80,7 @@ class LeaseService:
         disconnected: Callable[[], Awaitable[None]],
     ) -> list[Lease]:
         """Leases jobs as soon as there are any, or none after the poll's wait."""
+        body = _allowed(body, caller)
         deferred = await self._record(_worker_info(body, caller))
         wait_s = min(body.wait_s, self._settings.poll_wait_max_s)
         if body.slots_free == 0 or body.health.state is HealthState.critical or not body.models:
@@ -91,7 +95,7 @@ class LeaseService:
 
     async def heartbeat(self, caller: Principal, body: WorkerState) -> None:
         """Writes the worker's fleet entry now: its health changed while a poll parked."""
-        await self._record(_worker_info(body, caller), defer=False)
+        await self._record(_worker_info(_allowed(body, caller), caller), defer=False)
 
     async def _record(self, info: WorkerInfo, *, defer: bool = True) -> DeferredPoll | None:
         """The poll's fleet entry, written (or deferred); refused when it is another worker
@@ -281,6 +285,15 @@ async def _wait_gone(gone: asyncio.Future[None], timeout_s: float) -> bool:
     """Until the client goes away or `timeout_s`; whether it went."""
     await asyncio.wait([gone], timeout=timeout_s)
     return gone.done()
+
+
+def _allowed(body: StateT, caller: Principal) -> StateT:
+    """The poll as its worker key may make it: a key limited to some models serves
+    those alone, whatever else its workers' backends list."""
+    allowed = caller.limits.models
+    if allowed is None or set(body.models) <= set(allowed):
+        return body
+    return body.model_copy(update={"models": [m for m in body.models if m in allowed]})
 
 
 def _worker_info(body: WorkerState, caller: Principal) -> WorkerInfo:

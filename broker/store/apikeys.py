@@ -7,6 +7,7 @@ Secrets are 256-bit random strings, so a fast unsalted hash is as safe as a slow
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from redis.exceptions import WatchError
@@ -128,12 +129,20 @@ class ApiKeyStore:
 _LIMIT_FIELDS = {"requests_per_minute": "rpm", "max_active_jobs": "max_active"}
 
 
-def _limit_fields(limits: KeyLimits) -> dict[str, int | None]:
-    return {field: getattr(limits, name) for name, field in _LIMIT_FIELDS.items()}
+def _limit_fields(limits: KeyLimits) -> dict[str, int | str | None]:
+    fields: dict[str, int | str | None] = {
+        field: getattr(limits, name) for name, field in _LIMIT_FIELDS.items()
+    }
+    fields["models"] = None if limits.models is None else json.dumps(limits.models)
+    return fields
 
 
 def _info(fields: dict[str, str]) -> KeyInfo:
-    limits = {name: int(fields[f]) for name, f in _LIMIT_FIELDS.items() if fields.get(f)}
+    limits: dict[str, Any] = {
+        name: int(fields[f]) for name, f in _LIMIT_FIELDS.items() if fields.get(f)
+    }
+    if fields.get("models"):
+        limits["models"] = json.loads(fields["models"])
     return KeyInfo(
         id=fields["id"],
         role=Role(fields["role"]),

@@ -504,3 +504,21 @@ async def test_a_worker_key_has_at_most_its_share_of_live_workers(
         assert again.status_code == 200  # a worker it has polls on
     finally:
         broker.app.state.broker.store.fleet.max_per_key = 64
+
+
+async def test_a_worker_key_limited_to_some_models_serves_those_alone(
+    http: httpx.AsyncClient, user
+) -> None:
+    created = await http.post("/v1/admin/keys", json={"role": "worker", "name": "r"}, headers=ADMIN)
+    key_id, rig = created.json()["id"], {"Authorization": f"Bearer {created.json()['key']}"}
+    put = await http.put(f"/v1/admin/keys/{key_id}/limits", json={"models": ["m"]}, headers=ADMIN)
+    assert put.json()["limits"]["models"] == ["m"]
+    other = (await http.post("/v1/jobs", json={**CHAT, "model": "x"}, headers=user)).json()
+    mine = (await http.post("/v1/jobs", json=CHAT, headers=user)).json()
+    poll = await http.post(
+        "/v1/worker/poll", json=poll_body(models=("x", "m"), slots=2), headers=rig
+    )
+    assert [lease["job_id"] for lease in poll.json()["leases"]] == [mine["id"]]
+    [entry] = (await http.get("/v1/workers", headers=ADMIN)).json()["data"]
+    assert entry["models"] == ["m"]
+    assert (await http.get(f"/v1/jobs/{other['id']}", headers=user)).json()["status"] == "queued"

@@ -33,7 +33,7 @@ def test_an_admin_lists_limits_and_revokes_keys(live_broker: LiveBroker, redis) 
     assert "submits/min 60, active jobs none" in limited.output
     as_json = json.loads(garage(live_broker, "admin", "key", "list", "--json").output)
     assert [k["limits"] for k in as_json if k["id"] == key["id"]] == [
-        {"requests_per_minute": 60, "max_active_jobs": 0}
+        {"requests_per_minute": 60, "max_active_jobs": 0, "models": None}
     ]
 
     rotated = garage(live_broker, "admin", "key", "rotate", key["id"], "--quiet")
