@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 from openai import AsyncOpenAI
 
 from tests.fakes import ContinuousBatching, FakeConfig, FakeServer, FakeState
@@ -83,6 +84,7 @@ async def test_a_client_that_leaves_frees_its_slot_for_the_next_step() -> None:
 async def test_the_fake_server_streams_the_engines_tokens_as_vllm_does() -> None:
     engine = ContinuousBatching(max_seqs=2, step_ms=10)
     state = FakeState(FakeConfig(models=["fake-chat"], engine=engine))
+    started = time.monotonic()
     with FakeServer(build_app(state)) as server:
         async with AsyncOpenAI(base_url=f"{server.url}/v1", api_key="none") as sdk:
 
@@ -97,6 +99,8 @@ async def test_the_fake_server_streams_the_engines_tokens_as_vllm_does() -> None
                 return [chunk async for chunk in stream]
 
             replies = await asyncio.gather(*(chat("one two three four five") for _ in range(3)))
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            stats = (await http.get("/_fake/engine", params={"since": started})).json()
 
     for chunks in replies:
         assert chunks[0].choices[0].delta.role == "assistant"
@@ -110,3 +114,5 @@ async def test_the_fake_server_streams_the_engines_tokens_as_vllm_does() -> None
     first, second, third = sorted(engine.sequences, key=lambda s: s.joined_step or 0)
     assert (third.joined_step or 0) > min(first.last_step or 0, second.last_step or 0)
     assert engine.tokens_done == 12
+    assert (stats["steps"], stats["tokens"], stats["running"]) == (engine.steps_done, 12, 0)
+    assert all(started <= arrived <= first <= done for arrived, first, done in stats["sequences"])

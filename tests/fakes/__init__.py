@@ -358,7 +358,9 @@ def control_routes(state: FakeState) -> list[Route]:
     up to `timeout_s` for at least `count` requests (with that outcome, when given).
     `POST /_fake/config` takes a JSON object of FakeConfig fields; `POST /_fake/reset`
     forgets the log and restores the starting config. `GET /_fake/engine` gives the
-    continuous-batching engine's counters (steps, tokens, running, waiting), 404 without one.
+    continuous-batching engine's counters (steps, tokens, running, waiting), with
+    `?since=T` also the times of the sequences that arrived after time.monotonic() T;
+    404 without an engine.
     """
 
     async def requests(request: Request) -> Response:
@@ -385,7 +387,8 @@ def control_routes(state: FakeState) -> list[Route]:
     async def engine(request: Request) -> Response:
         if state.config.engine is None:
             return JSONResponse({"error": "no engine configured"}, status_code=404)
-        return JSONResponse(state.config.engine.stats())
+        since = request.query_params.get("since")
+        return JSONResponse(state.config.engine.stats(float(since) if since else None))
 
     return [
         Route("/_fake/requests", requests),

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +49,8 @@ class Sequence:
     """One request in the engine: where it is, and at which steps its tokens came."""
 
     length: int  # tokens it will produce
-    queued_at: float  # event-loop time it arrived
+    queued_at: float  # time.monotonic() when it arrived (system-wide: other processes
+    # can compare their own readings with it)
     produced: int = 0
     read: int = 0  # tokens handed to the reply so far
     joined_step: int | None = None
@@ -119,7 +121,7 @@ class ContinuousBatching:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._fresh(loop)
-        sequence = Sequence(length=length, queued_at=loop.time())
+        sequence = Sequence(length=length, queued_at=time.monotonic())
         self.sequences.append(sequence)
         if length > 0:
             self._waiting.append(sequence)
@@ -133,9 +135,18 @@ class ContinuousBatching:
                 with contextlib.suppress(ValueError):
                     self._waiting.remove(sequence)
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for a benchmark: steps and tokens so far, sequences running and queued."""
-        return {
+    def stats(self, since: float | None = None) -> dict[str, Any]:
+        """Counters for a benchmark: steps and tokens so far, sequences running and queued;
+        with `since` (a time.monotonic() reading), the sequences that arrived after it, as
+        [arrived, first token, done] (monotonic seconds, None for what has not happened)."""
+        stats: dict[str, Any] = {}
+        if since is not None:
+            stats["sequences"] = [
+                [s.queued_at, s.first_token_at, s.done_at]
+                for s in self.sequences
+                if s.queued_at >= since
+            ]
+        return stats | {
             "max_seqs": self.max_seqs,
             "step_ms": self.step_ms,
             "prefill_ms": self.prefill_ms,
@@ -160,11 +171,11 @@ class ContinuousBatching:
                 joined += 1
             due = started + step_s + self.prefill_ms / 1000 * joined
             await asyncio.sleep(max(0.0, due - loop.time()))
-            now = loop.time()
+            now, stamp = loop.time(), time.monotonic()
             self.steps_done += 1
             running = [s for s in self._running if not s.left]
             for sequence in running:
-                sequence._produce(self.steps_done, now)
+                sequence._produce(self.steps_done, stamp)
             self.tokens_done += len(running)
             self.steps.append(StepRecord(self.steps_done, len(running), joined, started, now))
             self._running = [s for s in running if s.produced < s.length]
