@@ -39,6 +39,7 @@ import math
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -311,6 +312,10 @@ def one_size(size: int, args: argparse.Namespace, number: int) -> dict[str, Any]
         "broker_rss_end_mb": rss_after,
         **scraped,
         **leases(sent, polls, args.wait_s, end),
+        # how long past its wait_s an empty poll was answered: 0 while the broker keeps up
+        "poll_overrun_ms": [
+            (answered - sent - args.wait_s) * 1000 for sent, answered, ids in polls if not ids
+        ],
         "poll_errors": errors,
         "poll_error_samples": samples,
     }
@@ -326,9 +331,10 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)):
             flat[name] = float(value)
         elif name.endswith("_ms") and isinstance(value, list):
+            nothing = float("nan")  # none measured (a quick run: no poll's wait ran out)
             for label, q in LATENCY:
-                flat[f"{name[:-3]}_{label}_ms"] = pct(value, q)
-            flat[f"{name[:-3]}_max_ms"] = max(value)
+                flat[f"{name[:-3]}_{label}_ms"] = pct(value, q) if value else nothing
+            flat[f"{name[:-3]}_max_ms"] = max(value, default=nothing)
         elif name.endswith("_answered_per_enqueue"):
             flat[f"{name}_max"] = float(max(value))
             flat[f"{name}_mean"] = statistics.fmean(value)
@@ -355,6 +361,8 @@ ROWS = (
     ("GET /healthz every 100 ms in the window: p50 / p99 / most, ms",
      ("healthz_p50_ms", "healthz_p99_ms", "healthz_max_ms"), None, None),
     ("polls answered in the window (wait_s ran out)", "polls_answered_in_window", None, None),
+    ("an empty poll answered after its wait_s: p50 / p99 / most, ms",
+     ("poll_overrun_p50_ms", "poll_overrun_p99_ms", "poll_overrun_max_ms"), None, None),
     ("broker CPU per answered poll, µs", "broker_cpu_us_per_poll", None, None),
     ("Redis commands per answered poll", "redis_commands_per_poll", None, None),
     ("enqueue -> lease, interactive (hand-off), p50 ms", "interactive_lease_p50_ms",
@@ -423,6 +431,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    # SIGTERM (a timeout, kill) unwinds like Ctrl-C, so every process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     soft, hard = raise_open_files()
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as redis_url:
         about = machine.describe(redis_url)
@@ -435,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in args.sizes:
             figures = one_size(size, args, number)
             raw[size].append(figures)
+            write(args.json, about, args, raw)
             flat = summary(figures)
             print(f"run {number}, {size} workers: broker RSS {flat['broker_rss_mb']:.0f} MB, "
                   f"CPU {flat['broker_cpu_pct']:.1f} % (redis {flat['redis_cpu_pct']:.1f} %), "
@@ -454,11 +465,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summarize(record, top=15))
         print("...by garage's own innermost frame on the stack:")
         print(own_frames(record))
-    if args.json:
-        args.json.write_text(json.dumps({"machine": about, "options": {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "runs": {str(size): runs for size, runs in raw.items()}}))  # fmt: skip
     return 0
+
+
+def write(path: Path | None, about: dict[str, Any], args: argparse.Namespace,
+          raw: dict[int, list[dict[str, Any]]]) -> None:  # fmt: skip
+    """Every figure so far, to `path` (after each size of each run: a long run that is cut
+    short keeps what it measured)."""
+    if path is not None:
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        runs = {str(size): runs for size, runs in raw.items()}
+        path.write_text(json.dumps({"machine": about, "options": options, "runs": runs}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -222,6 +223,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    # SIGTERM (a timeout, kill) unwinds like Ctrl-C, so every process started is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp)) as redis_url:
         about = machine.describe(redis_url)
     print(f"machine: {machine.line(about)}", flush=True)
