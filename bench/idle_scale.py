@@ -61,7 +61,7 @@ from saturation import Meter, own_frames
 from servers import ADMIN_KEY, ROOT, broker, make_keys, redis_server
 
 from garage.broker.store.keys import WORKERS as FLEET
-from garage.client import AsyncClient
+from garage.client import AsyncClient, GarageError
 from garage.contract import JobCreate, Lane
 
 MODEL = "idle-model"
@@ -212,19 +212,30 @@ async def scrapes(url: str) -> dict[str, float]:
     return timed
 
 
-async def enqueues(url: str, user_key: str, lane: Lane, count: int) -> list[tuple[str, float]]:
-    """`count` jobs submitted one after another, each waited for (up to 10 s); (job id,
-    sent at). A job that did not end in time is left to `leases` to count."""
+async def enqueues(
+    url: str, user_key: str, lane: Lane, count: int, budget_s: float
+) -> tuple[list[tuple[str, float]], list[str]]:
+    """`count` jobs submitted one after another, each waited for (up to 10 s), or as many
+    as `budget_s` allows: (job id, sent at) of each, and the submits the broker refused
+    (an overloaded broker answers 503). A job that did not end in time is left to
+    `leases` to count."""
     spec = JobCreate(model=MODEL, request={"messages": [{"role": "user", "content": "hi"}]},
                      lane=lane)  # fmt: skip
-    sent = []
+    sent, refused = [], []
+    deadline = time.monotonic() + budget_s
     async with AsyncClient(url, user_key) as client:
         for _ in range(count):
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(0.02)  # the poller that had the last one parks again
             at = time.monotonic()
-            handle = await client.submit_spec(spec, wait_s=10)
+            try:
+                handle = await client.submit_spec(spec, wait_s=10)
+            except GarageError as exc:
+                refused.append(f"{type(exc).__name__}: {exc}")
+                continue
             sent.append((handle.id, at))
-    return sent
+    return sent, refused
 
 
 Poll = tuple[float, float, list[str]]  # sent, answered (time.monotonic()), job ids leased
@@ -245,13 +256,17 @@ def leases(sent: dict[Lane, list[tuple[str, float]]], polls: list[Poll], wait_s:
     early = sorted(answered for s, answered, ids in polls if ids or answered - s < wait_s - 1)
     bounds = [at for at, _, _ in every] + [end]
     figures: dict[str, Any] = {"leased_twice": twice, "never_leased": 0}
+    for lane in sent:
+        figures |= {f"{lane.value}_lease_ms": [], f"{lane.value}_answered_per_enqueue": [],
+                    f"{lane.value}_enqueues": 0}  # fmt: skip
     for (lo, lane, job_id), hi in zip(every, bounds[1:], strict=True):
         if job_id not in got:
             figures["never_leased"] += 1
             continue
-        figures.setdefault(f"{lane.value}_lease_ms", []).append((got[job_id] - lo) * 1000)
+        figures[f"{lane.value}_lease_ms"].append((got[job_id] - lo) * 1000)
+        figures[f"{lane.value}_enqueues"] += 1
         answered = sum(1 for t in early if lo <= t < hi)
-        figures.setdefault(f"{lane.value}_answered_per_enqueue", []).append(answered)
+        figures[f"{lane.value}_answered_per_enqueue"].append(answered)
     return figures
 
 
@@ -288,8 +303,11 @@ def one_size(size: int, args: argparse.Namespace, number: int) -> dict[str, Any]
         for process in spies:
             process.wait()
         scraped = run(scrapes(svc.url))
-        sent = {lane: run(enqueues(svc.url, user_key, lane, args.enqueues))
-                for lane in (Lane.interactive, Lane.batch)}  # fmt: skip
+        sent, refused = {}, []
+        for lane in (Lane.interactive, Lane.batch):
+            found = enqueues(svc.url, user_key, lane, args.enqueues, args.enqueue_budget_s)
+            sent[lane], lost = run(found)
+            refused += lost
         time.sleep(1.0)  # any poll a late wake would answer
         end = time.monotonic()
         rss_after = psutil.Process(svc.pid).memory_info().rss / 2**20
@@ -316,6 +334,8 @@ def one_size(size: int, args: argparse.Namespace, number: int) -> dict[str, Any]
         "poll_overrun_ms": [
             (answered - sent - args.wait_s) * 1000 for sent, answered, ids in polls if not ids
         ],
+        "submits_refused": len(refused),
+        "submit_refusal_samples": refused[:5],
         "poll_errors": errors,
         "poll_error_samples": samples,
     }
@@ -336,8 +356,8 @@ def summary(figures: dict[str, Any]) -> dict[str, float]:
                 flat[f"{name[:-3]}_{label}_ms"] = pct(value, q) if value else nothing
             flat[f"{name[:-3]}_max_ms"] = max(value, default=nothing)
         elif name.endswith("_answered_per_enqueue"):
-            flat[f"{name}_max"] = float(max(value))
-            flat[f"{name}_mean"] = statistics.fmean(value)
+            flat[f"{name}_max"] = float(max(value, default=float("nan")))
+            flat[f"{name}_mean"] = statistics.fmean(value) if value else float("nan")
     return flat
 
 
@@ -379,7 +399,10 @@ ROWS = (
     ("GET /metrics, ms", "metrics_ms", None, None),
     ("GET /v1/workers, ms", "workers_ms", None, None),
     ("jobs never leased / leased twice", ("never_leased", "leased_twice"), None, None),
-    ("polls that failed (an error, then again after 0.5-1.5 s)", "poll_errors", None, None),
+    ("submits refused (503 from an overloaded broker)", "submits_refused", None, None),
+    ("polls and completes tried again (the daemon's backoff)", "poll_errors", None, None),
+    ("enqueues timed, interactive / batch", ("interactive_enqueues", "batch_enqueues"),
+     None, None),
     ("machine's other work, cores", "others_cores", None, None),
 )  # fmt: skip
 
@@ -419,6 +442,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="after every poll parked, before the window")  # fmt: skip
     parser.add_argument("--window-s", type=float, default=30.0, help="the idle window")
     parser.add_argument("--enqueues", type=int, default=300, help="jobs timed on each lane")
+    parser.add_argument("--enqueue-budget-s", type=float, default=90.0,
+                        help="stop a lane's enqueues after this long")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="50 workers, short windows")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs in this folder")
@@ -455,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{flat['interactive_answered_per_enqueue_max']:.0f} / "
                   f"{flat['batch_answered_per_enqueue_max']:.0f}; broker open files "
                   f"{figures['broker_open_files'][0]}; keys {figures['keys_s']:.0f} s, ramp "
-                  f"{figures['ramp_s']:.0f} s; poll errors {figures['poll_errors']}",
+                  f"{figures['ramp_s']:.0f} s; retries {figures['poll_errors']}",
                   flush=True)  # fmt: skip
     print()
     print(f"{args.runs} run(s); median (lowest-highest)")

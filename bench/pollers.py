@@ -3,7 +3,10 @@ worker key and worker id, each long-polling the broker the way `garage worker ru
 (`POST /v1/worker/poll` with `wait_s`, again as soon as the answer comes).
 
 A simulated worker serves one model with one slot and has no backend: a job it is leased
-is completed at once with an empty answer, and it polls again. Every poll's send and
+is completed at once with an empty answer, and it polls again. Its calls go through the
+daemon's own `call_broker`, so a broker that answers 503 or not at all is tried again
+with the daemon's backoff (exponential, random, from 0.2 s up to 30 s); each retry is
+counted. Every poll's send and
 answer times (`time.monotonic()`, the same clock in every process on Linux) and the jobs
 it brought are written to `--out` as JSON when the process gets SIGTERM, so the bench can
 tell how long an enqueue took to reach a poller and how many polls one enqueue woke.
@@ -18,8 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
-import random
+import logging
 import signal
 import sys
 import time
@@ -29,41 +33,45 @@ from roundtrip import run
 
 from garage.client import WorkerAPI, http_client
 from garage.contract import CompleteReport, PollRequest
+from garage.worker.retries import call_broker
 
 RESULT = {"choices": [{"index": 0, "message": {"role": "assistant", "content": ""},
                        "finish_reason": "stop"}]}  # fmt: skip
 
 
-class Polls:
-    """What every simulated worker of this process saw: polls and errors."""
+class Polls(logging.Handler):
+    """What every simulated worker of this process saw: polls, and the retries
+    `call_broker` logged (`poll.retry`, `complete.retry`)."""
 
     def __init__(self) -> None:
+        super().__init__(logging.WARNING)
         self.polls: list[tuple[float, float, list[str]]] = []  # sent, answered, job ids
         self.errors: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.errors.append(f"{record.getMessage()}: {getattr(record, 'error', '')}")
 
     def document(self) -> dict[str, object]:
         return {"polls": self.polls, "errors": len(self.errors), "error_samples": self.errors[:5]}
 
 
 async def simulate(api: WorkerAPI, request: PollRequest, polls: Polls) -> None:
-    """One worker: poll, complete what came, poll again, until cancelled."""
+    """One worker: poll, complete what came, poll again, until cancelled. A poll's time
+    runs from its first try to the answer, as the daemon sees it."""
     while True:
         sent = time.monotonic()
-        try:
-            reply = await api.poll(request)
-            answered = time.monotonic()
-            polls.polls.append((sent, answered, [lease.job_id for lease in reply.leases]))
-            for lease in reply.leases:
-                done = CompleteReport(lease_token=lease.lease_token, result=RESULT)
-                await api.complete(lease.job_id, done)
-        except Exception as exc:  # loop boundary: count it, back off, poll again
-            polls.errors.append(f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(random.uniform(0.5, 1.5))
+        reply = await call_broker("poll", functools.partial(api.poll, request))
+        answered = time.monotonic()
+        polls.polls.append((sent, answered, [lease.job_id for lease in reply.leases]))
+        for lease in reply.leases:
+            done = CompleteReport(lease_token=lease.lease_token, result=RESULT)
+            await call_broker("complete", functools.partial(api.complete, lease.job_id, done))
 
 
 async def main(args: argparse.Namespace) -> None:
     keys: list[str] = json.loads(args.keys.read_text())
     polls = Polls()
+    logging.getLogger("garage.worker.retries").addHandler(polls)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     http = http_client(args.url, timeout_s=args.wait_s + 30, max_connections=len(keys) + 16)
